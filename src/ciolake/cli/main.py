@@ -1,0 +1,37 @@
+"""The ``ciolake`` entry point: registers every subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from ciolake import __version__
+from ciolake.cli import send_test, serve
+
+app = typer.Typer(
+    name="ciolake",
+    help="Customer.io reporting webhooks, verified and landed exactly once in Delta Lake tables.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.command("send-test")(send_test.send_test)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ciolake {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Customer.io reporting webhooks into Delta Lake."""
+
+
+def main() -> None:
+    """Run the command line."""
+    app()

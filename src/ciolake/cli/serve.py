@@ -1,0 +1,108 @@
+"""``ciolake serve``: the receiver and writer."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+import uvicorn
+
+from ciolake.devkey import load_or_create_dev_key
+from ciolake.errors import ConfigurationError
+from ciolake.logs import configure_logging
+from ciolake.settings import Settings, load_settings
+from ciolake.web import create_app
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [env CIOLAKE_HOST].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [env CIOLAKE_PORT].")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Journal, state and tables directory [env CIOLAKE_DATA_DIR]."),
+    ] = None,
+    tables_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Put the Delta tables here instead of <data-dir>/tables [env CIOLAKE_TABLES_URI]."
+        ),
+    ] = None,
+    dev_key: Annotated[
+        bool,
+        typer.Option(
+            "--dev-key",
+            help="With no CIOLAKE_SIGNING_KEYS, use (or create) <data-dir>/dev-signing-key.",
+        ),
+    ] = False,
+    log_level: Annotated[
+        str | None, typer.Option(help="Log level [env CIOLAKE_LOG_LEVEL].")
+    ] = None,
+) -> None:
+    """Receive Customer.io reporting webhooks and land them in Delta tables."""
+    try:
+        settings = load_settings(
+            host=host, port=port, data_dir=data_dir, tables_uri=tables_uri, log_level=log_level
+        )
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not settings.signing_keys:
+        settings = _with_dev_key(settings) if dev_key else _no_keys()
+    configure_logging(settings.log_level)
+    # A file-size limit must surface as a write error (503), not kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def _no_keys() -> Settings:
+    typer.echo(
+        "error: no signing key. Set CIOLAKE_SIGNING_KEYS to your reporting webhook's signing "
+        "key (comma-separate several while rotating), or pass --dev-key for local development.",
+        err=True,
+    )
+    raise typer.Exit(code=2)
+
+
+def _with_dev_key(settings: Settings) -> Settings:
+    key, created = load_or_create_dev_key(settings.dev_key_path)
+    url = f"http://{settings.host}:{settings.port}/webhooks/customerio"
+    what = "Generated a development signing key" if created else "Using the development key"
+    print(
+        f"{what} in {settings.dev_key_path}: {key}\n"
+        "Send a signed test event from another terminal:\n"
+        f"  .venv/bin/ciolake send-test --url {url} --data-dir {settings.data_dir}\n"
+        "or with curl:\n"
+        f"  body='{_EXAMPLE_BODY}'; ts=$(date +%s)\n"
+        f"  sig=$(printf 'v0:%s:%s' \"$ts\" \"$body\" | openssl dgst -sha256 -hmac '{key}' "
+        "| sed 's/^.* //')\n"
+        f"  curl -sS {url} -H 'Content-Type: application/json' "
+        '-H "X-CIO-Timestamp: $ts" -H "X-CIO-Signature: $sig" -d "$body"\n'
+        f"Then read it: duckdb -c \"LOAD delta; SELECT * FROM delta_scan('"
+        f"{settings.tables_location}/email_events')\"",
+        file=sys.stderr,
+        flush=True,
+    )
+    return msgspec.structs.replace(settings, signing_keys=(key,))
+
+
+_EXAMPLE_BODY = (
+    '{"event_id":"01JCURLEXAMPLE0000000000001","object_type":"email","metric":"opened",'
+    '"timestamp":1790000000,"data":{"delivery_id":"RCURL1","campaign_id":1,"action_id":2,'
+    '"identifiers":{"id":"42"},"recipient":"person@example.com","subject":"Hello"}}'
+)

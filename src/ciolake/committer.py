@@ -1,0 +1,288 @@
+"""The committer: moves journaled deliveries into the Delta tables, in batches, exactly once.
+
+It runs on its own thread. A batch is taken at most once per flush interval (or as soon as
+``batch_max_events`` deliveries wait), decoded, deduplicated, and written with one commit per
+table. Then the dedup index records the batch's ids and its last sequence number, and journal
+segments wholly below that number are deleted. A crash anywhere in between is repaired at the
+next start: each table's app transaction says which deliveries it holds already.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ciolake.dedup import DedupIndex
+from ciolake.events.decode import Quarantined, Typed, decode_event
+from ciolake.journal import Journal, JournalRecord
+from ciolake.lake import rows
+from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
+from ciolake.lake.writer import DeltaWriter
+from ciolake.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+_SECONDS_PER_DAY = 86_400
+_PRUNE_EVERY_S = 3600.0
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommitterConfig:
+    """How the committer batches."""
+
+    flush_interval_s: float
+    batch_max_events: int
+    timestamp_tolerance_s: int
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one batch writes where, and what the dedup index learns from it."""
+
+    tables: dict[str, pa.Table]
+    seen: list[tuple[str, int]]
+    duplicates: int
+    accepted: dict[str, int]
+    quarantined: dict[str, int]
+    with_violations: int
+
+
+class Committer:
+    """Background thread from the journal to the tables."""
+
+    def __init__(
+        self,
+        config: CommitterConfig,
+        *,
+        writer: DeltaWriter,
+        dedup: DedupIndex,
+        journal: Journal,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._writer = writer
+        self._dedup = dedup
+        self._journal = journal
+        self._metrics = metrics
+        self._clock = clock
+        self._queue: deque[JournalRecord] = deque()
+        self._in_flight: list[JournalRecord] = []
+        self._pending_bytes = 0
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._versions: dict[str, int] = {}
+        self._last_prune = float("-inf")
+        self.commits = 0
+
+    def start(self, recovered: Sequence[JournalRecord], versions: dict[str, int]) -> None:
+        """Start the thread, first applying deliveries recovered from the journal."""
+        self._versions = dict(versions)
+        self.submit(recovered)
+        self._thread = threading.Thread(target=self._run, name="ciolake-committer", daemon=True)
+        self._thread.start()
+
+    def submit(self, records: Sequence[JournalRecord]) -> None:
+        """Hand over durably journaled deliveries (called from the event loop)."""
+        if not records:
+            return
+        with self._condition:
+            was_empty = not self._queue
+            self._queue.extend(records)
+            self._pending_bytes += sum(len(r.body) for r in records)
+            if was_empty or len(self._queue) >= self._config.batch_max_events:
+                self._condition.notify()
+
+    def backlog(self) -> tuple[int, int]:
+        """Deliveries journaled but not yet committed: (count, body bytes)."""
+        with self._condition:
+            return len(self._queue) + len(self._in_flight), self._pending_bytes
+
+    def oldest_pending_us(self) -> int | None:
+        """Receipt time of the oldest delivery not yet committed, if any."""
+        with self._condition:
+            if self._in_flight:
+                return self._in_flight[0].received_at_us
+            return self._queue[0].received_at_us if self._queue else None
+
+    def stop(self, *, deadline_s: float) -> bool:
+        """Commit everything queued, then stop; give up after ``deadline_s``.
+
+        Returns:
+            True if everything was committed. Anything left stays in the journal and is
+            committed at the next start.
+        """
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=deadline_s)
+            if self._thread.is_alive():
+                return False
+        return self.backlog()[0] == 0
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            batch = self._next_batch(last_flush)
+            if batch is None:
+                return
+            if not self._apply_with_retries(batch):
+                return
+            last_flush = time.monotonic()
+
+    def _next_batch(self, last_flush: float) -> list[JournalRecord] | None:
+        with self._condition:
+            while not self._queue and not self._stopping:
+                self._condition.wait()
+            deadline = last_flush + self._config.flush_interval_s
+            while (
+                len(self._queue) < self._config.batch_max_events
+                and not self._stopping
+                and (remaining := deadline - time.monotonic()) > 0
+            ):
+                self._condition.wait(remaining)
+            if not self._queue:
+                return None
+            size = min(len(self._queue), self._config.batch_max_events)
+            self._in_flight = [self._queue.popleft() for _ in range(size)]
+            return self._in_flight
+
+    def _apply_with_retries(self, batch: list[JournalRecord]) -> bool:
+        """Apply a batch, retrying until it succeeds; False if stopping first.
+
+        A failed batch is never skipped: later batches would move the applied watermark past
+        it, and its deliveries would be lost at the next start.
+        """
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                self._apply(batch)
+                break
+            except Exception as exc:  # Delta, SQLite and OS errors alike are retried
+                self._metrics.commit_failures.inc()
+                logger.error(
+                    "commit failed; batch kept in the journal",
+                    extra={"error": f"{type(exc).__name__}: {exc}"},
+                )
+                if self._stopping_now():
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                self._refresh_versions()
+        with self._condition:
+            self._pending_bytes -= sum(len(r.body) for r in batch)
+            self._in_flight = []
+        return True
+
+    def _refresh_versions(self) -> None:
+        try:
+            self._versions = self._writer.committed_versions()
+        except Exception as exc:  # the next attempt fails and logs the same way
+            logger.error("reading table versions failed", extra={"error": str(exc)})
+
+    @property
+    def alive(self) -> bool:
+        """True while the committer thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _stopping_now(self) -> bool:
+        with self._condition:
+            return self._stopping
+
+    def _apply(self, batch: list[JournalRecord]) -> None:
+        started = time.monotonic()
+        last_lsn = batch[-1].lsn
+        plan = self._plan(batch)
+        seconds = self._writer.append_all(plan.tables, version=last_lsn)
+        for name in plan.tables:
+            self._versions[name] = last_lsn
+        self._dedup.record(plan.seen, applied_lsn=last_lsn)
+        self._journal.retire(last_lsn)
+        self._maybe_prune()
+        self._count(plan, seconds, time.monotonic() - started)
+
+    def _plan(self, batch: list[JournalRecord]) -> _Plan:
+        decoded = [(record, decode_event(record.body)) for record in batch]
+        raw_items = [(r, d) for r, d in decoded if r.lsn > self._versions[RAW_EVENTS]]
+        quarantine_items: list[rows.QuarantineItem] = []
+        typed_items: list[rows.TypedItem] = []
+        for record, result in decoded:
+            if record.stale:
+                quarantine_items.append(
+                    (record, rows.stale_quarantine(result, self._config.timestamp_tolerance_s))
+                )
+            elif isinstance(result, Quarantined):
+                quarantine_items.append((record, result))
+            else:
+                typed_items.append((record, result))
+        quarantine_items = [
+            (r, q) for r, q in quarantine_items if r.lsn > self._versions[QUARANTINE]
+        ]
+        plan = _Plan({}, [], 0, {}, {}, 0)
+        by_table = self._deduplicate(typed_items, plan)
+        if raw_items:
+            plan.tables[RAW_EVENTS] = rows.raw_table(raw_items)
+        if quarantine_items:
+            plan.tables[QUARANTINE] = rows.quarantine_table(quarantine_items)
+            for _r, q in quarantine_items:
+                plan.quarantined[q.reason] = plan.quarantined.get(q.reason, 0) + 1
+        for table, items in by_table.items():
+            plan.tables[table] = rows.channel_table(table, items)
+            plan.accepted[table] = len(items)
+            plan.with_violations += sum(1 for _r, t in items if t.spec_violations)
+        return plan
+
+    def _deduplicate(
+        self, items: list[rows.TypedItem], plan: _Plan
+    ) -> dict[str, list[rows.TypedItem]]:
+        already = self._dedup.seen([t.event.event_id for _r, t in items])
+        batch_seen: set[str] = set()
+        by_table: dict[str, list[rows.TypedItem]] = defaultdict(list)
+        for record, typed in items:
+            event_id = typed.event.event_id
+            fresh = record.lsn > self._versions[typed.table]
+            if event_id in already or event_id in batch_seen:
+                plan.duplicates += fresh
+                continue
+            batch_seen.add(event_id)
+            plan.seen.append((event_id, _keep_from_day(record, typed)))
+            if fresh:
+                by_table[typed.table].append((record, typed))
+        return by_table
+
+    def _maybe_prune(self) -> None:
+        now = self._clock()
+        if now - self._last_prune >= _PRUNE_EVERY_S:
+            self._last_prune = now
+            removed = self._dedup.prune(today=int(now // _SECONDS_PER_DAY))
+            if removed:
+                logger.info("dedup index pruned", extra={"removed": removed})
+
+    def _count(self, plan: _Plan, seconds: dict[str, float], batch_seconds: float) -> None:
+        m = self._metrics
+        for table, took in seconds.items():
+            m.commits.labels(table=table).inc()
+            m.commit_seconds.labels(table=table).observe(took)
+        self.commits += len(seconds)
+        for table, count in plan.accepted.items():
+            m.accepted.labels(table=table).inc(count)
+        for reason, count in plan.quarantined.items():
+            m.quarantined.labels(reason=reason).inc(count)
+        m.duplicates.inc(plan.duplicates)
+        m.spec_violations.inc(plan.with_violations)
+        m.batch_seconds.observe(batch_seconds)
+
+
+def _keep_from_day(record: JournalRecord, typed: Typed) -> int:
+    received_day = record.received_at_us // (_SECONDS_PER_DAY * 1_000_000)
+    return max(received_day, typed.event.timestamp // _SECONDS_PER_DAY)

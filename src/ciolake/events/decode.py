@@ -1,0 +1,196 @@
+"""Decode a raw body into a typed event, route it, and list what breaks the spec.
+
+The fast path is one msgspec decode into the tagged union. Anything it rejects takes the slow
+path, which finds out why: not JSON, a broken envelope or an unknown object type go to quarantine;
+a ``data`` field of the wrong type is dropped from the typed columns (it stays in the payload)
+and listed in ``spec_violations``, because an authentic event is never thrown away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ciolake.events.model import (
+    DATA_TYPES,
+    EVENT_TYPES,
+    CommonData,
+    Event,
+    EventBase,
+    object_type_of,
+)
+from ciolake.events.schemas import find_schema, target_table
+
+# Unix seconds for 9999-12-31T23:59:59Z: beyond it no date column can hold the event.
+MAX_TIMESTAMP = 253_402_300_799
+
+_EVENT_DECODER = msgspec.json.Decoder(Event, strict=False)
+_ANY_DECODER = msgspec.json.Decoder()
+_DATA_FIELD_TYPES: dict[str, dict[str, Any]] = {
+    object_type: {f.name: f.type for f in msgspec.structs.fields(data_type)}
+    for object_type, data_type in DATA_TYPES.items()
+}
+
+
+class Quarantined(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery that could not be typed, and why."""
+
+    reason: str
+    detail: str
+    event_id: str | None = None
+    object_type: str | None = None
+    metric: str | None = None
+
+
+class Typed(msgspec.Struct, kw_only=True):
+    """A typed event with its routing and the spec problems found in it."""
+
+    event: EventBase
+    object_type: str
+    table: str
+    schema: str | None
+    origin: str | None
+    spec_violations: list[str]
+
+
+Decoded = Typed | Quarantined
+
+
+def decode_event(body: bytes) -> Decoded:
+    """Type, route and check one webhook body.
+
+    Args:
+        body: the raw request body.
+
+    Returns:
+        A ``Typed`` event, or ``Quarantined`` with a reason (``invalid_json``,
+        ``invalid_envelope``, ``unknown_object_type``).
+    """
+    try:
+        event: EventBase = _EVENT_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return _decode_slowly(body)
+    if not event.event_id or not 0 <= event.timestamp <= MAX_TIMESTAMP:
+        return _decode_slowly(body)
+    return _check(event, object_type_of(event), [])
+
+
+def _decode_slowly(body: bytes) -> Decoded:
+    try:
+        document = _ANY_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        return Quarantined(reason="invalid_json", detail=str(exc))
+    if not isinstance(document, dict):
+        return Quarantined(reason="invalid_envelope", detail="body is not a JSON object")
+    return _decode_document(document)
+
+
+def _decode_document(document: dict[str, Any]) -> Decoded:
+    violations: list[str] = []
+    object_type = document.get("object_type")
+    if object_type is None and "object_type_type" in document:
+        # The spec names cio_subscription_preferences_changed's discriminator object_type_type.
+        object_type = document["object_type_type"]
+        violations.append("renamed_field:object_type_type")
+    problems = _envelope_problems(document, object_type)
+    event_id = _text_or_none(document.get("event_id"))
+    metric = _text_or_none(document.get("metric"))
+    if problems:
+        return Quarantined(
+            reason="invalid_envelope",
+            detail="; ".join(problems),
+            event_id=event_id,
+            object_type=_text_or_none(object_type),
+            metric=metric,
+        )
+    assert isinstance(object_type, str)
+    assert event_id is not None
+    assert metric is not None
+    if object_type not in EVENT_TYPES:
+        return Quarantined(
+            reason="unknown_object_type",
+            detail=f"object_type {object_type!r} is none of {', '.join(EVENT_TYPES)}",
+            event_id=event_id,
+            object_type=object_type,
+            metric=metric,
+        )
+    data = _convert_data(object_type, document["data"], violations)
+    event = EVENT_TYPES[object_type](
+        event_id=event_id, metric=metric, timestamp=document["timestamp"], data=data
+    )  # type: ignore[call-arg]
+    return _check(event, object_type, violations)
+
+
+def _envelope_problems(document: dict[str, Any], object_type: object) -> list[str]:
+    problems = []
+    event_id = document.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        problems.append("event_id must be a non-empty string")
+    if not isinstance(object_type, str):
+        problems.append("object_type must be a string")
+    if not isinstance(document.get("metric"), str):
+        problems.append("metric must be a string")
+    timestamp = document.get("timestamp")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        problems.append("timestamp must be integer unix seconds")
+    elif not 0 <= timestamp <= MAX_TIMESTAMP:
+        problems.append(f"timestamp {timestamp} is outside 0..{MAX_TIMESTAMP}")
+    if not isinstance(document.get("data"), dict):
+        problems.append("data must be an object")
+    return problems
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _convert_data(object_type: str, data: dict[str, Any], violations: list[str]) -> CommonData:
+    data_type = DATA_TYPES[object_type]
+    try:
+        return msgspec.convert(data, data_type, strict=False)
+    except msgspec.ValidationError:
+        pass
+    field_types = _DATA_FIELD_TYPES[object_type]
+    kept: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in field_types:
+            continue
+        try:
+            kept[name] = msgspec.convert(value, field_types[name], strict=False)
+        except msgspec.ValidationError:
+            violations.append(f"wrong_type:data.{name}")
+    return data_type(**kept)
+
+
+def _check(event: EventBase, object_type: str, violations: list[str]) -> Typed:
+    data: CommonData = event.data  # type: ignore[attr-defined]
+    has_delivery_id = data.delivery_id is not None
+    schema = find_schema(object_type, event.metric, has_delivery_id=has_delivery_id)
+    if schema is None:
+        violations.append(f"unknown_metric:{event.metric}")
+    else:
+        violations.extend(
+            f"missing_field:data.{name}" for name in schema.required if getattr(data, name) is None
+        )
+    return Typed(
+        event=event,
+        object_type=object_type,
+        table=target_table(object_type, event.metric, has_delivery_id=has_delivery_id),
+        schema=None if schema is None else schema.name,
+        origin=origin_of(data),
+        spec_violations=violations,
+    )
+
+
+def origin_of(data: CommonData) -> str | None:
+    """Which origin variant the ids describe: recorded, never grounds for rejection."""
+    if data.transactional_message_id is not None:
+        return "transactional"
+    if data.newsletter_id is not None:
+        return "newsletter"
+    if data.campaign_id is not None:
+        return "campaign"
+    if data.broadcast_id is not None:
+        return "api_triggered_broadcast" if data.trigger_id is not None else "broadcast"
+    return None

@@ -1,0 +1,192 @@
+"""The typed event model: one msgspec Struct per object type, in a union tagged by object_type.
+
+Every field of ``data`` is optional here: which ones a metric requires is checked afterwards
+(see ``schemas``), so that an event missing a field still lands, with the problem listed.
+Unknown fields are ignored by the structs and kept in the raw body. New fields are always
+added as optional.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Identifiers(msgspec.Struct, kw_only=True):
+    """The person an event is about (``data.identifiers``)."""
+
+    id: str | None = None
+    email: str | None = None
+    cio_id: str | None = None
+    phone: str | None = None
+
+
+class PushRecipient(msgspec.Struct, kw_only=True):
+    """One device a push was sent to (``data.recipients[]``)."""
+
+    device_id: str | None = None
+    device_platform: str | None = None
+    failure_message: str | None = None
+
+
+class CommonData(msgspec.Struct, kw_only=True):
+    """Fields any object type may carry: identity, origin ids, and the shared per-metric ones."""
+
+    identifiers: Identifiers | None = None
+    customer_id: str | None = None
+    email_address: str | None = None
+    delivery_id: str | None = None
+    campaign_id: int | None = None
+    broadcast_id: int | None = None
+    newsletter_id: int | None = None
+    transactional_message_id: int | None = None
+    trigger_id: int | None = None
+    action_id: int | None = None
+    parent_action_id: int | None = None
+    journey_id: str | None = None
+    content_id: int | None = None
+    trigger_event_id: str | None = None
+    template_id: int | None = None
+    campaign_name: str | None = None
+    campaign_tags: list[str] | None = None
+    broadcast_name: str | None = None
+    broadcast_tags: list[str] | None = None
+    newsletter_name: str | None = None
+    newsletter_tags: list[str] | None = None
+    recipient: str | None = None
+    failure_message: str | None = None
+    href: str | None = None
+    link_id: int | None = None
+    content: str | None = None
+
+
+class CustomerData(CommonData, kw_only=True):
+    """``data`` of customer events (subscriptions and preference changes)."""
+
+
+class EmailData(CommonData, kw_only=True):
+    """``data`` of email events."""
+
+    subject: str | None = None
+    proxied: bool | None = None
+    prefetched: bool | None = None
+    synthetic: bool | None = None
+    machine: bool | None = None
+    headers: dict[str, list[str]] | None = None
+
+
+class PushData(CommonData, kw_only=True):
+    """``data`` of push events: devices come as ``recipients``, not ``recipient``."""
+
+    recipients: list[PushRecipient] | None = None
+    app_id: str | None = None
+    related_delivery_ids: list[str] | None = None
+
+
+class InAppData(CommonData, kw_only=True):
+    """``data`` of in-app events."""
+
+    tracked_response: str | None = None
+
+
+class SmsData(CommonData, kw_only=True):
+    """``data`` of SMS events."""
+
+    to: str | None = None
+    inbound_event_id: str | None = None
+
+
+class SlackData(CommonData, kw_only=True):
+    """``data`` of Slack events."""
+
+
+class WebhookData(CommonData, kw_only=True):
+    """``data`` of webhook-action events."""
+
+
+class WhatsappData(CommonData, kw_only=True):
+    """``data`` of WhatsApp events."""
+
+    to: str | None = None
+    inbound_event_id: str | None = None
+
+
+class EventBase(msgspec.Struct, tag_field="object_type", kw_only=True):
+    """The envelope every event shares."""
+
+    event_id: str
+    metric: str
+    timestamp: int
+
+
+class CustomerEvent(EventBase, tag="customer", kw_only=True):
+    data: CustomerData
+
+
+class EmailEvent(EventBase, tag="email", kw_only=True):
+    data: EmailData
+
+
+class PushEvent(EventBase, tag="push", kw_only=True):
+    data: PushData
+
+
+class InAppEvent(EventBase, tag="in_app", kw_only=True):
+    data: InAppData
+
+
+class SmsEvent(EventBase, tag="sms", kw_only=True):
+    data: SmsData
+
+
+class SlackEvent(EventBase, tag="slack", kw_only=True):
+    data: SlackData
+
+
+class WebhookEvent(EventBase, tag="webhook", kw_only=True):
+    data: WebhookData
+
+
+class WhatsappEvent(EventBase, tag="whatsapp", kw_only=True):
+    data: WhatsappData
+
+
+Event = (
+    CustomerEvent
+    | EmailEvent
+    | PushEvent
+    | InAppEvent
+    | SmsEvent
+    | SlackEvent
+    | WebhookEvent
+    | WhatsappEvent
+)
+AnyData = CommonData
+
+EVENT_TYPES: dict[str, type[EventBase]] = {
+    "customer": CustomerEvent,
+    "email": EmailEvent,
+    "push": PushEvent,
+    "in_app": InAppEvent,
+    "sms": SmsEvent,
+    "slack": SlackEvent,
+    "webhook": WebhookEvent,
+    "whatsapp": WhatsappEvent,
+}
+DATA_TYPES: dict[str, type[CommonData]] = {
+    "customer": CustomerData,
+    "email": EmailData,
+    "push": PushData,
+    "in_app": InAppData,
+    "sms": SmsData,
+    "slack": SlackData,
+    "webhook": WebhookData,
+    "whatsapp": WhatsappData,
+}
+OBJECT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES)
+
+
+def object_type_of(event: EventBase) -> str:
+    """The ``object_type`` tag of a decoded event."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

@@ -1,0 +1,1 @@
+"""The lake: table definitions, rows as Arrow columns, and the Delta writer."""

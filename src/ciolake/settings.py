@@ -1,0 +1,122 @@
+"""Settings: one object built from the environment and command-line flags, passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ciolake.errors import ConfigurationError
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a running ciolake needs to know; built once, never read from globals."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    tables_uri: str | None = None
+    signing_keys: tuple[str, ...] = ()
+    timestamp_tolerance_s: int = 300
+    max_body_bytes: int = 4_194_304
+    flush_interval_s: float = 1.0
+    batch_max_events: int = 5_000
+    max_backlog_events: int = 100_000
+    max_backlog_bytes: int = 256 * 1024 * 1024
+    segment_max_bytes: int = 64 * 1024 * 1024
+    dedup_window_days: int = 8
+    dedup_cache_mib: int = 16
+    retry_after_s: int = 5
+    shutdown_drain_s: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def tables_location(self) -> str:
+        return self.tables_uri or str(self.data_dir / "tables")
+
+    @property
+    def dev_key_path(self) -> Path:
+        return self.data_dir / "dev-signing-key"
+
+
+_ENV_NAMES: dict[str, str] = {
+    "CIOLAKE_HOST": "host",
+    "CIOLAKE_PORT": "port",
+    "CIOLAKE_DATA_DIR": "data_dir",
+    "CIOLAKE_TABLES_URI": "tables_uri",
+    "CIOLAKE_SIGNING_KEYS": "signing_keys",
+    "CIOLAKE_TIMESTAMP_TOLERANCE_S": "timestamp_tolerance_s",
+    "CIOLAKE_MAX_BODY_BYTES": "max_body_bytes",
+    "CIOLAKE_FLUSH_INTERVAL_S": "flush_interval_s",
+    "CIOLAKE_BATCH_MAX_EVENTS": "batch_max_events",
+    "CIOLAKE_MAX_BACKLOG_EVENTS": "max_backlog_events",
+    "CIOLAKE_MAX_BACKLOG_BYTES": "max_backlog_bytes",
+    "CIOLAKE_SEGMENT_MAX_BYTES": "segment_max_bytes",
+    "CIOLAKE_DEDUP_WINDOW_DAYS": "dedup_window_days",
+    "CIOLAKE_DEDUP_CACHE_MIB": "dedup_cache_mib",
+    "CIOLAKE_RETRY_AFTER_S": "retry_after_s",
+    "CIOLAKE_LOG_LEVEL": "log_level",
+}
+
+
+def parse_keys(raw: str) -> tuple[str, ...]:
+    """Split a comma-separated key list, dropping blanks around and between keys."""
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from environment variables, then apply non-None flag overrides.
+
+    Args:
+        environ: the environment to read (defaults to ``os.environ``).
+        **overrides: values from command-line flags; ``None`` means "not given".
+
+    Raises:
+        ConfigurationError: a value cannot be converted or is out of range.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for env_name, field in _ENV_NAMES.items():
+        if env.get(env_name, "").strip():
+            raw = env[env_name].strip()
+            values[field] = parse_keys(raw) if field == "signing_keys" else raw
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    try:
+        settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"invalid setting: {exc}") from exc
+    _check_ranges(settings)
+    return settings
+
+
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path:
+        return Path(value)
+    raise NotImplementedError
+
+
+def _check_ranges(settings: Settings) -> None:
+    positives = {
+        "max_body_bytes": settings.max_body_bytes,
+        "flush_interval_s": settings.flush_interval_s,
+        "batch_max_events": settings.batch_max_events,
+        "max_backlog_events": settings.max_backlog_events,
+        "segment_max_bytes": settings.segment_max_bytes,
+        "dedup_window_days": settings.dedup_window_days,
+    }
+    for name, value in positives.items():
+        if value <= 0:
+            raise ConfigurationError(f"invalid setting: {name} must be positive, got {value}")
+    if settings.timestamp_tolerance_s < 0:
+        raise ConfigurationError("invalid setting: timestamp_tolerance_s must be >= 0")
