@@ -6,11 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fake_app_api import FakeAppApi, FakeClock
 
 from ciolake.customerio.client import AppApiClient
-
-API_KEY = "test-app-api-key-5ecret"
+from tests.customerio.fake_app_api import TEST_API_KEY, FakeAppApi, FakeClock
 
 MakeFake = Callable[..., FakeAppApi]
 
@@ -21,7 +19,6 @@ def make_fake_app_api() -> Iterator[MakeFake]:
     started: list[FakeAppApi] = []
 
     def make(**kwargs: Any) -> FakeAppApi:
-        kwargs.setdefault("api_key", API_KEY)
         fake = FakeAppApi(**kwargs).start()
         started.append(fake)
         return fake
@@ -47,6 +44,6 @@ def app_api(make_fake_app_api: MakeFake, fake_clock: FakeClock) -> FakeAppApi:
 def client(app_api: FakeAppApi, fake_clock: FakeClock) -> Iterator[AppApiClient]:
     """A client pointed at ``app_api``, sleeping on ``fake_clock``."""
     with AppApiClient(
-        API_KEY, base_url=app_api.base_url, clock=fake_clock.now, sleep=fake_clock.sleep
+        TEST_API_KEY, base_url=app_api.base_url, clock=fake_clock.now, sleep=fake_clock.sleep
     ) as api:
         yield api

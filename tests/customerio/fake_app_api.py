@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 WEBHOOKS_PATH = "/v1/reporting_webhooks"
+TEST_API_KEY = "test-app-api-key-5ecret"
 
 # The ``events`` enum of createWebhook in Customer.io's App API spec (journeys-app.json), copied
 # rather than imported from ciolake so that the catalog is checked against it, not against itself.
@@ -169,7 +170,7 @@ class FakeAppApi:
     def __init__(
         self,
         *,
-        api_key: str = "test-app-api-key",
+        api_key: str = TEST_API_KEY,
         rate_limit_per_s: int | None = 10,
         retry_after_s: int = 1,
         clock: Callable[[], float] | None = None,
@@ -194,7 +195,9 @@ class FakeAppApi:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -374,6 +377,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY each answer waits for
+    # the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:

@@ -67,7 +67,14 @@ def serve(
         h11_max_incomplete_event_size=64 * 1024,
         server_header=False,
     )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the handler it found;
+    # this one turns it into a clean exit once everything journaled is committed.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _no_keys() -> Settings:

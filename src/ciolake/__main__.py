@@ -1,0 +1,5 @@
+"""``python -m ciolake``: the command line."""
+
+from ciolake.cli.main import main
+
+main()

@@ -1,0 +1,674 @@
+"""``ciolake webhooks``: manage the Customer.io reporting webhooks that feed ciolake.
+
+Thin over ``ciolake.customerio.client``. Every input is checked (event names, endpoint scheme,
+the file of ``ensure``) before the first request, and every failure ends in one line on stderr
+and a non-zero exit: 1 when the App API refused or could not be reached, 2 when the input or the
+configuration is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ciolake.customerio.client import (
+    API_KEY_ENV,
+    WRITABLE_FIELDS,
+    AppApiClient,
+    AppApiError,
+    AuthenticationError,
+    ReportingWebhook,
+)
+from ciolake.customerio.events_catalog import GROUPS, expand_events, summarize_events
+from ciolake.errors import CiolakeError, ConfigurationError, TerminalError
+
+app = typer.Typer(
+    name="webhooks",
+    help=(
+        "Manage Customer.io reporting webhooks through the App API. "
+        f"The App API key is read from {API_KEY_ENV}. "
+        "Exit status: 0 ok, 1 the API refused or could not be reached, 2 bad input or settings."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_EXIT_API = 1
+_EXIT_INPUT = 2
+
+
+class Region(StrEnum):
+    """Customer.io data centers."""
+
+    us = "us"
+    eu = "eu"
+
+
+class WebhookSpecError(ConfigurationError):
+    """The webhook described on the command line or in the file is incomplete or invalid."""
+
+
+RegionOption = Annotated[
+    Region,
+    typer.Option(
+        "--region", envvar="CIOLAKE_CIO_REGION", help="Data center of the Customer.io workspace."
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--base-url", help="App API base URL; overrides --region (a proxy, a test)."),
+]
+AllowHttpOption = Annotated[
+    bool,
+    typer.Option("--allow-http", help="Accept a plain-http endpoint or base URL (testing only)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+IdArgument = Annotated[int, typer.Argument(help="The webhook id (see `ciolake webhooks list`).")]
+NameOption = Annotated[str | None, typer.Option("--name", help="The webhook's name.")]
+EndpointOption = Annotated[
+    str | None, typer.Option("--endpoint", help="The https URL Customer.io posts events to.")
+]
+EventsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--events",
+        help=(
+            "Event names (email_opened), channel groups "
+            f"({', '.join(GROUPS)}) or 'all'; comma-separated and/or repeated."
+        ),
+    ),
+]
+FullResolutionOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--full-resolution/--no-full-resolution",
+        help="Send every open and click, not only the first (unique) ones.",
+    ),
+]
+WithContentOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--with-content/--no-with-content", help="Include message bodies in _sent events."
+    ),
+]
+DisabledOption = Annotated[
+    bool | None,
+    typer.Option("--disabled/--enabled", help="Pause (or resume) sending to the endpoint."),
+]
+FileOption = Annotated[
+    Path | None,
+    typer.Option("--file", help="TOML file describing the webhook; flags override its values."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the difference without applying it.")
+]
+
+
+# The desired webhook -----------------------------------------------------------------------------
+
+
+class _WebhookFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str | None = None
+    endpoint: str | None = None
+    events: list[str] | str | None = None
+    disabled: bool | None = None
+    full_resolution: bool | None = None
+    with_content: bool | None = None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The writable fields a command wants set; None leaves a field as it is (or the default)."""
+
+    name: str | None = None
+    endpoint: str | None = None
+    events: tuple[str, ...] | None = None
+    disabled: bool | None = None
+    full_resolution: bool | None = None
+    with_content: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields that were set."""
+        values = {field: getattr(self, field) for field in WRITABLE_FIELDS}
+        return {field: value for field, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field's difference between the webhook as it is and as it will be."""
+
+    field: str
+    before: Any
+    after: Any
+
+
+def build_desired(
+    *,
+    file: Path | None = None,
+    name: str | None = None,
+    endpoint: str | None = None,
+    events: Sequence[str] | None = None,
+    disabled: bool | None = None,
+    full_resolution: bool | None = None,
+    with_content: bool | None = None,
+    allow_http: bool = False,
+) -> Desired:
+    """Merge the file (if any) and the flags into a checked ``Desired``.
+
+    Raises:
+        WebhookSpecError: the file cannot be read, or a value is invalid.
+        UnknownEventError: an event name is unknown.
+    """
+    base = _read_file(file) if file is not None else _WebhookFile()
+    flags: dict[str, Any] = {
+        "name": name,
+        "endpoint": endpoint,
+        "events": list(events) if events else None,
+        "disabled": disabled,
+        "full_resolution": full_resolution,
+        "with_content": with_content,
+    }
+    merged = {f: getattr(base, f) if flags[f] is None else flags[f] for f in WRITABLE_FIELDS}
+    raw_events = merged["events"]
+    if isinstance(raw_events, str):
+        raw_events = [raw_events]
+    if raw_events is not None:
+        expanded = expand_events(raw_events)
+        if not expanded:
+            raise WebhookSpecError("--events names no event")
+        merged["events"] = tuple(expanded)
+    if merged["name"] is not None and not merged["name"].strip():
+        raise WebhookSpecError("the webhook name is empty")
+    if merged["endpoint"] is not None:
+        check_endpoint(merged["endpoint"], allow_http=allow_http)
+    return Desired(**merged)
+
+
+def check_endpoint(endpoint: str, *, allow_http: bool) -> None:
+    """Require an https URL with a host (http too with ``allow_http``).
+
+    Raises:
+        WebhookSpecError: the endpoint is not acceptable.
+    """
+    parts = urlsplit(endpoint)
+    allowed = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in allowed or not parts.hostname:
+        hint = "" if allow_http or parts.scheme != "http" else " (--allow-http accepts http)"
+        raise WebhookSpecError(f"endpoint {endpoint!r} is not an https URL{hint}")
+
+
+def _read_file(path: Path) -> _WebhookFile:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WebhookSpecError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise WebhookSpecError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return msgspec.convert(document, _WebhookFile)
+    except msgspec.ValidationError as exc:
+        raise WebhookSpecError(f"{path}: {exc}") from None
+
+
+def plan(
+    current: ReportingWebhook | None, desired: Desired
+) -> tuple[ReportingWebhook, list[Change]]:
+    """The webhook ``desired`` leads to from ``current`` (None: to create), and the changes.
+
+    Events are compared as sets: the API's order is not a difference.
+
+    Raises:
+        WebhookSpecError: creating, but name, endpoint or events are missing.
+    """
+    given = desired.given()
+    if current is None:
+        missing = [f for f in ("name", "endpoint", "events") if f not in given]
+        if missing:
+            flags = ", ".join(f"--{f}" for f in missing)
+            raise WebhookSpecError(f"a new webhook needs {flags}")
+        target = ReportingWebhook(**given)
+        return target, [Change(f, None, getattr(target, f)) for f in WRITABLE_FIELDS]
+    if "events" in given and set(given["events"]) == set(current.events):
+        del given["events"]
+    target = msgspec.structs.replace(current, **given)
+    changes = [
+        Change(f, getattr(current, f), getattr(target, f))
+        for f in WRITABLE_FIELDS
+        if getattr(current, f) != getattr(target, f)
+    ]
+    return target, changes
+
+
+def find_existing(
+    webhooks: Sequence[ReportingWebhook], desired: Desired
+) -> ReportingWebhook | None:
+    """The webhook ``desired`` describes: the one with its name, else the one with its endpoint.
+
+    Raises:
+        WebhookSpecError: several webhooks match, so which one to change is unclear.
+    """
+    for field in ("name", "endpoint"):
+        wanted = getattr(desired, field)
+        matches = [
+            hook for hook in webhooks if wanted is not None and getattr(hook, field) == wanted
+        ]
+        if len(matches) > 1:
+            ids = ", ".join(str(hook.id) for hook in matches)
+            raise WebhookSpecError(
+                f"several webhooks have {field} {wanted!r} (ids {ids}); "
+                "delete the extra ones or use `ciolake webhooks update ID`"
+            )
+        if matches:
+            return matches[0]
+    return None
+
+
+# Commands ----------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_webhooks(
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the workspace's reporting webhooks."""
+    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+        webhooks = api.reporting_webhooks.list()
+    if as_json:
+        _print_json([_to_json(hook) for hook in webhooks])
+    else:
+        _print_table(webhooks)
+
+
+@app.command("get")
+def get_webhook(
+    webhook_id: IdArgument,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one reporting webhook."""
+    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+        webhook = api.reporting_webhooks.get(webhook_id)
+    if as_json:
+        _print_json(_to_json(webhook))
+    else:
+        _print_details(webhook)
+
+
+@app.command("create")
+def create_webhook(
+    name: NameOption = None,
+    endpoint: EndpointOption = None,
+    events: EventsOption = None,
+    full_resolution: FullResolutionOption = None,
+    with_content: WithContentOption = None,
+    disabled: DisabledOption = None,
+    file: FileOption = None,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a reporting webhook (always a new one; `ensure` creates only if missing)."""
+    with _cli_errors():
+        desired = build_desired(
+            file=file,
+            name=name,
+            endpoint=endpoint,
+            events=events,
+            disabled=disabled,
+            full_resolution=full_resolution,
+            with_content=with_content,
+            allow_http=allow_http,
+        )
+        target, changes = plan(None, desired)
+        with _open_client(region, base_url, allow_http) as api:
+            created = api.reporting_webhooks.create(target)
+    _report("created", created, changes, dry_run=False, as_json=as_json)
+
+
+@app.command("update")
+def update_webhook(
+    webhook_id: IdArgument,
+    name: NameOption = None,
+    endpoint: EndpointOption = None,
+    events: EventsOption = None,
+    full_resolution: FullResolutionOption = None,
+    with_content: WithContentOption = None,
+    disabled: DisabledOption = None,
+    dry_run: DryRunOption = False,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Change the given fields of a webhook; the others keep their values."""
+    with _cli_errors():
+        desired = build_desired(
+            name=name,
+            endpoint=endpoint,
+            events=events,
+            disabled=disabled,
+            full_resolution=full_resolution,
+            with_content=with_content,
+            allow_http=allow_http,
+        )
+        if not desired.given():
+            raise WebhookSpecError("nothing to update: give at least one field to change")
+        with _open_client(region, base_url, allow_http) as api:
+            _converge(api, api.reporting_webhooks.get(webhook_id), desired, dry_run, as_json)
+
+
+@app.command("delete")
+def delete_webhook(
+    webhook_id: IdArgument,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a reporting webhook: Customer.io stops sending to its endpoint."""
+    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+        api.reporting_webhooks.delete(webhook_id)
+    if as_json:
+        _print_json({"action": "deleted", "id": webhook_id})
+    else:
+        Console().print(Text(f"Deleted reporting webhook {webhook_id}."))
+
+
+@app.command("enable")
+def enable_webhook(
+    webhook_id: IdArgument,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Resume sending events to a webhook's endpoint."""
+    _set_disabled(webhook_id, False, region, base_url, allow_http, as_json)
+
+
+@app.command("disable")
+def disable_webhook(
+    webhook_id: IdArgument,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Pause sending events to a webhook's endpoint (the webhook is kept)."""
+    _set_disabled(webhook_id, True, region, base_url, allow_http, as_json)
+
+
+@app.command("ensure")
+def ensure_webhook(
+    name: NameOption = None,
+    endpoint: EndpointOption = None,
+    events: EventsOption = None,
+    full_resolution: FullResolutionOption = None,
+    with_content: WithContentOption = None,
+    disabled: DisabledOption = None,
+    file: FileOption = None,
+    dry_run: DryRunOption = False,
+    region: RegionOption = Region.us,
+    base_url: BaseUrlOption = None,
+    allow_http: AllowHttpOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the webhook look as described: create it, or change only what differs.
+
+    The webhook is found by --name, else by --endpoint. Fields not given (on the command line
+    or in --file) keep their current values. Running it again changes nothing.
+    """
+    with _cli_errors():
+        desired = build_desired(
+            file=file,
+            name=name,
+            endpoint=endpoint,
+            events=events,
+            disabled=disabled,
+            full_resolution=full_resolution,
+            with_content=with_content,
+            allow_http=allow_http,
+        )
+        missing = [f for f in ("name", "endpoint", "events") if getattr(desired, f) is None]
+        if missing:
+            listed = ", ".join(f"--{f}" for f in missing)
+            raise WebhookSpecError(f"ensure needs {listed} (as flags or in --file)")
+        with _open_client(region, base_url, allow_http) as api:
+            current = find_existing(api.reporting_webhooks.list(), desired)
+            _converge(api, current, desired, dry_run, as_json)
+
+
+# Helpers -----------------------------------------------------------------------------------------
+
+
+def _set_disabled(
+    webhook_id: int,
+    disabled: bool,
+    region: Region,
+    base_url: str | None,
+    allow_http: bool,
+    as_json: bool,
+) -> None:
+    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+        current = api.reporting_webhooks.get(webhook_id)
+        _converge(api, current, Desired(disabled=disabled), False, as_json)
+
+
+def _converge(
+    api: AppApiClient,
+    current: ReportingWebhook | None,
+    desired: Desired,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    target, changes = plan(current, desired)
+    result = current if current is not None else target
+    if current is None:
+        action = "created"
+        if not dry_run:
+            result = api.reporting_webhooks.create(target)
+    elif changes:
+        action = "updated"
+        if not dry_run:
+            assert current.id is not None, "webhooks read from the API carry an id"
+            result = api.reporting_webhooks.update(current.id, target)
+    else:
+        action = "unchanged"
+    _report(action, result, changes, dry_run=dry_run, as_json=as_json)
+
+
+def _open_client(region: Region, base_url: str | None, allow_http: bool) -> AppApiClient:
+    return AppApiClient.from_env(
+        os.environ, region=region.value, base_url=base_url, allow_http=allow_http
+    )
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Turn ciolake errors into one line on stderr and an exit status."""
+    try:
+        yield
+    except AuthenticationError as exc:
+        _fail(f"{exc} (check {API_KEY_ENV} and --region)", _EXIT_API)
+    except AppApiError as exc:
+        _fail(str(exc), _EXIT_API)
+    except TerminalError as exc:
+        _fail(str(exc), _EXIT_INPUT)
+    except CiolakeError as exc:
+        _fail(str(exc), _EXIT_API)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# Output ------------------------------------------------------------------------------------------
+
+
+def _to_json(webhook: ReportingWebhook) -> dict[str, Any]:
+    value = msgspec.to_builtins(webhook)
+    assert isinstance(value, dict)
+    return value
+
+
+def _print_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _events_text(events: Sequence[str]) -> str:
+    return f"{', '.join(summarize_events(events))} ({len(events)})"
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _print_table(webhooks: Sequence[ReportingWebhook]) -> None:
+    table = Table(title="Reporting webhooks", title_justify="left")
+    for header in ("ID", "Name", "Endpoint", "Events", "Status", "Full res.", "Content", "Type"):
+        table.add_column(header, overflow="fold")
+    for hook in webhooks:
+        table.add_row(
+            *(
+                Text(cell)
+                for cell in (
+                    str(hook.id),
+                    hook.name,
+                    hook.endpoint,
+                    _events_text(hook.events),
+                    "disabled" if hook.disabled else "enabled",
+                    _yes_no(hook.full_resolution),
+                    _yes_no(hook.with_content),
+                    hook.type or "",
+                )
+            )
+        )
+    console = Console()
+    if webhooks:
+        console.print(table)
+    else:
+        console.print(Text("No reporting webhooks."))
+
+
+def _print_details(webhook: ReportingWebhook) -> None:
+    table = Table(show_header=False, title=f"Reporting webhook {webhook.id}", title_justify="left")
+    table.add_column("Field", style="bold")
+    table.add_column("Value", overflow="fold")
+    rows = {
+        "id": str(webhook.id),
+        "name": webhook.name,
+        "endpoint": webhook.endpoint,
+        "type": webhook.type or "",
+        "status": "disabled" if webhook.disabled else "enabled",
+        "full_resolution": _yes_no(webhook.full_resolution),
+        "with_content": _yes_no(webhook.with_content),
+        "events": _events_text(webhook.events),
+        "event names": "\n".join(sorted(webhook.events)),
+    }
+    for field, value in rows.items():
+        table.add_row(Text(field), Text(value))
+    Console().print(table)
+
+
+def _format_value(field: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if field == "events":
+        return _events_text(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _change_text(change: Change) -> str:
+    if change.field == "events" and change.before is not None:
+        added = sorted(set(change.after) - set(change.before))
+        removed = sorted(set(change.before) - set(change.after))
+        parts = []
+        if added:
+            parts.append(f"+ {', '.join(summarize_events(added))}")
+        if removed:
+            parts.append(f"- {', '.join(summarize_events(removed))}")
+        return "\n".join(parts)
+    after = _format_value(change.field, change.after)
+    if change.before is None:
+        return after
+    return f"{_format_value(change.field, change.before)} -> {after}"
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "field": change.field,
+        "before": list(change.before) if isinstance(change.before, tuple) else change.before,
+        "after": list(change.after) if isinstance(change.after, tuple) else change.after,
+    }
+    if change.field == "events":
+        before = set(change.before or ())
+        entry["added"] = sorted(set(change.after) - before)
+        entry["removed"] = sorted(before - set(change.after))
+    return entry
+
+
+def _report(
+    action: str, webhook: ReportingWebhook, changes: list[Change], *, dry_run: bool, as_json: bool
+) -> None:
+    if as_json:
+        _print_json(
+            {
+                "action": action,
+                "dry_run": dry_run,
+                "changes": [_change_json(change) for change in changes],
+                "webhook": _to_json(webhook),
+            }
+        )
+        return
+    console = Console()
+    label = f"reporting webhook {webhook.id} {webhook.name!r}"
+    if webhook.id is None:
+        label = f"reporting webhook {webhook.name!r}"
+    if action == "unchanged":
+        console.print(Text(f"{label[0].upper()}{label[1:]} is up to date: nothing changed."))
+        return
+    verb = {"created": "create", "updated": "update"}[action]
+    heading = f"Dry run: would {verb} {label}:" if dry_run else f"{action.capitalize()} {label}:"
+    table = Table()
+    table.add_column("Field", style="bold")
+    table.add_column("Change", overflow="fold")
+    for change in changes:
+        table.add_row(Text(change.field), Text(_change_text(change)))
+    console.print(Text(heading))
+    console.print(table)
+
+
+__all__ = [
+    "Change",
+    "Desired",
+    "Region",
+    "WebhookSpecError",
+    "app",
+    "build_desired",
+    "check_endpoint",
+    "find_existing",
+    "plan",
+]

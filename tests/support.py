@@ -1,0 +1,197 @@
+"""Shared test helpers: a real `ciolake serve` process, signed posts, and an independent reader.
+
+The reader is DuckDB's delta extension (delta-kernel), not delta-rs, so it checks what we wrote
+without sharing our writer's code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+from ciolake.verify import sign
+
+TEST_KEY = "test-signing-key-0123456789abcdef"
+WEBHOOK_PATH = "/webhooks/customerio"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def signed_headers(
+    body: bytes, *, key: str = TEST_KEY, timestamp: int | None = None
+) -> dict[str, str]:
+    """Headers as Customer.io sends them."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        "X-CIO-Timestamp": str(ts),
+        "X-CIO-Signature": sign(body, key, ts),
+    }
+
+
+def body_of(event: Mapping[str, Any]) -> bytes:
+    """The compact JSON bytes of an event."""
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+@dataclass
+class ServerProcess:
+    """A `ciolake serve` subprocess on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or power cut would."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+
+def start_server(
+    data_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
+    ready_timeout: float = 30.0,
+) -> ServerProcess:
+    """Start `ciolake serve` and wait until /health answers."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"serve-{port}.log"
+    full_env = {
+        **os.environ,
+        "CIOLAKE_SIGNING_KEYS": TEST_KEY,
+        "CIOLAKE_FLUSH_INTERVAL_S": "0.2",
+        **(env or {}),
+    }
+    command = [*prefix, sys.executable, "-m", "ciolake", "serve"]
+    command += ["--port", str(port), "--data-dir", str(data_dir), *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(process, port, data_dir, log_path)
+    _wait_healthy(server, ready_timeout)
+    return server
+
+
+def _wait_healthy(server: ServerProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    server.kill()
+    raise RuntimeError(f"server not healthy after {timeout}s:\n{server.log()}")
+
+
+@contextmanager
+def running_server(data_dir: Path, **kwargs: Any) -> Iterator[ServerProcess]:
+    """A server for the duration of a with-block; SIGTERM (or SIGKILL if stuck) at the end."""
+    server = start_server(data_dir, **kwargs)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            try:
+                server.stop()
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def wait_until_committed(server: ServerProcess, timeout: float = 30.0) -> None:
+    """Wait until the server's backlog gauge is zero."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server.base}/metrics", timeout=5).text
+        if metric_value(text, "ciolake_backlog_events") == 0:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("backlog did not drain")
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """One sample's value from Prometheus text format (0 when absent)."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def delta_reader() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension loaded from the installed wheel, offline."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    extensions = Path(next(iter(spec.submodule_search_locations))) / "extensions"
+    connection = duckdb.connect(
+        config={
+            "extension_directory": str(extensions),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
+    )
+    connection.execute("LOAD delta")
+    return connection
+
+
+def table_rows(
+    data_dir: Path, table: str, columns: str = "*", where: str = ""
+) -> list[dict[str, Any]]:
+    """Rows of a Delta table under ``data_dir``, read by DuckDB."""
+    connection = delta_reader()
+    path = data_dir / "tables" / table
+    query = f"SELECT {columns} FROM delta_scan('{path}') {where}"
+    cursor = connection.execute(query)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
