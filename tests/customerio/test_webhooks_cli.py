@@ -107,8 +107,8 @@ def test_ensure_prints_the_field_by_field_difference(fake: FakeAppApi) -> None:
     assert "Updated reporting webhook 1 'ciolake'" in result.stdout
     assert "full_resolution" in result.stdout
     assert "false -> true" in result.stdout
-    assert "+ push" in result.stdout
-    assert "- email_sent" in result.stdout
+    assert "added: push" in result.stdout
+    assert "removed: email_sent" in result.stdout
     assert "endpoint" not in result.stdout
 
 
@@ -289,7 +289,8 @@ def test_create_then_list_and_get(fake: FakeAppApi) -> None:
     assert ENDPOINT in table.stdout
     assert "email, sms_sent (15)" in table.stdout
     assert details.exit_code == 0
-    assert "sms_sent" in details.stdout
+    assert "email: all 14" in details.stdout
+    assert "sms: sent" in details.stdout
     assert "enabled" in details.stdout
 
 
@@ -427,7 +428,7 @@ def test_wrong_key_fails_without_printing_it(fake: FakeAppApi) -> None:
 
 def test_the_key_never_appears_in_any_output(make_fake_app_api: MakeFake, tmp_path: Path) -> None:
     key = "sk-SENTINEL-d41d8cd98f00"
-    fake = make_fake_app_api(api_key=key)
+    fake = make_fake_app_api(api_key=key, rate_limit_per_s=None)
     spec = tmp_path / "hook.toml"
     spec.write_text(f'name = "k"\nendpoint = "{ENDPOINT}"\nevents = "all"\n')
     commands = [

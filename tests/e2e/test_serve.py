@@ -167,7 +167,9 @@ def test_every_schema_and_every_answer(tmp_path: Path) -> None:
         assert client.get(server.base + "/ready").status_code == 200
         wait_until_committed(server)
         metrics = client.get(server.base + "/metrics").text
+        stopping = time.monotonic()
         assert server.stop() == 0
+        assert time.monotonic() - stopping < 15
 
     accepted = len(typed) + 2 + len(quarantined) + 2
     assert metric_value(metrics, "ciolake_requests_received_total") == accepted + len(rejected) + 1
@@ -335,6 +337,16 @@ def test_dev_key_is_generated_once_and_send_test_uses_it(tmp_path: Path) -> None
         assert server.stop() == 0
     total = sum(len(table_rows(data_dir, t, "event_id")) for t in CHANNEL_TABLES)
     assert total == 69
+    listing = subprocess.run(
+        [sys.executable, "-m", "ciolake", "tables", "--data-dir", str(data_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    summary = {t["name"]: t for t in json.loads(listing.stdout)}
+    assert summary["raw_events"]["rows"] == 69
+    assert sum(summary[t]["rows"] for t in CHANNEL_TABLES) == 69
     restarted = start_server(data_dir, env={**env, "CIOLAKE_SIGNING_KEYS": ""}, args=("--dev-key",))
     try:
         assert key_file.read_text().strip() == key

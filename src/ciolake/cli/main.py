@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ciolake import __version__
-from ciolake.cli import send_test, serve, webhooks
+from ciolake.cli import send_test, serve, tables, webhooks
 
 app = typer.Typer(
     name="ciolake",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("send-test")(send_test.send_test)
+app.command("tables")(tables.tables)
 app.add_typer(webhooks.app, name="webhooks")
 
 

@@ -100,8 +100,7 @@ def _with_dev_key(settings: Settings) -> Settings:
         "| sed 's/^.* //')\n"
         f"  curl -sS {url} -H 'Content-Type: application/json' "
         '-H "X-CIO-Timestamp: $ts" -H "X-CIO-Signature: $sig" -d "$body"\n'
-        f"Then read it: duckdb -c \"LOAD delta; SELECT * FROM delta_scan('"
-        f"{settings.tables_location}/email_events')\"",
+        f"Then see it land:\n  .venv/bin/ciolake tables --data-dir {settings.data_dir}",
         file=sys.stderr,
         flush=True,
     )

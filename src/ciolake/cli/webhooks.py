@@ -540,6 +540,23 @@ def _events_text(events: Sequence[str]) -> str:
     return f"{', '.join(summarize_events(events))} ({len(events)})"
 
 
+def _events_by_group(events: Sequence[str]) -> str:
+    """One line per group: ``email: all 14`` or ``sms: replied, sent``; unknown names last."""
+    remaining = set(events)
+    lines = []
+    for group, members in GROUPS.items():
+        chosen = remaining & members
+        remaining -= chosen
+        if chosen == members:
+            lines.append(f"{group}: all {len(members)}")
+        elif chosen:
+            metrics = sorted(name.removeprefix(f"{group}_") for name in chosen)
+            lines.append(f"{group}: {', '.join(metrics)}")
+    if remaining:
+        lines.append(f"other: {', '.join(sorted(remaining))}")
+    return "\n".join(lines)
+
+
 def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
@@ -584,7 +601,7 @@ def _print_details(webhook: ReportingWebhook) -> None:
         "full_resolution": _yes_no(webhook.full_resolution),
         "with_content": _yes_no(webhook.with_content),
         "events": _events_text(webhook.events),
-        "event names": "\n".join(sorted(webhook.events)),
+        "event names": _events_by_group(webhook.events),
     }
     for field, value in rows.items():
         table.add_row(Text(field), Text(value))
@@ -607,9 +624,9 @@ def _change_text(change: Change) -> str:
         removed = sorted(set(change.before) - set(change.after))
         parts = []
         if added:
-            parts.append(f"+ {', '.join(summarize_events(added))}")
+            parts.append(f"added: {', '.join(summarize_events(added))}")
         if removed:
-            parts.append(f"- {', '.join(summarize_events(removed))}")
+            parts.append(f"removed: {', '.join(summarize_events(removed))}")
         return "\n".join(parts)
     after = _format_value(change.field, change.after)
     if change.before is None:

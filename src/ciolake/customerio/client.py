@@ -275,7 +275,7 @@ class AppApiClient:
         if not env.get(API_KEY_ENV, "").strip():
             raise MissingApiKeyError(
                 f"{API_KEY_ENV} is not set: create an App API key in Customer.io "
-                "(Settings > Account Settings > API Credentials > App API Keys) and export it"
+                "(account settings, API Credentials, App API Keys) and export it"
             )
         return cls(env[API_KEY_ENV], **kwargs)
 
