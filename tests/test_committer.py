@@ -155,8 +155,12 @@ def test_a_table_whose_commit_failed_is_written_on_recovery_and_no_other(tmp_pat
     with mock.patch.object(DeltaWriter, "_append", failing_email):
         asyncio.run(deliver(receiver, bodies))
         deadline = time.monotonic() + 10
-        while receiver.metrics.commit_failures._value.get() < 1 and time.monotonic() < deadline:
+        while receiver.committer.consecutive_failures < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
+        ready, reason = receiver.readiness()
+        assert not ready
+        assert "commits failing" in reason
+        assert "simulated I/O error on email_events" in reason
         assert receiver.committer.stop(deadline_s=5) is False
     assert event_ids(settings.data_dir, "email_events") == []
     others = len(all_channel_ids(settings.data_dir))

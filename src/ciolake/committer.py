@@ -83,6 +83,8 @@ class Committer:
         self._versions: dict[str, int] = {}
         self._last_prune = float("-inf")
         self.commits = 0
+        self.consecutive_failures = 0
+        self.last_failure: str | None = None
 
     def start(self, recovered: Sequence[JournalRecord], versions: dict[str, int]) -> None:
         """Start the thread, first applying deliveries recovered from the journal."""
@@ -161,34 +163,39 @@ class Committer:
         """Apply a batch, retrying until it succeeds; False if stopping first.
 
         A failed batch is never skipped: later batches would move the applied watermark past
-        it, and its deliveries would be lost at the next start.
+        it, and its deliveries would be lost at the next start. Before a retry the tables'
+        versions are read again, since some commits of the failed attempt may have landed.
         """
         delay = _RETRY_FIRST_S
+        retrying = False
         while True:
             try:
+                if retrying:
+                    self._versions = self._writer.committed_versions()
                 self._apply(batch)
                 break
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
-                self._metrics.commit_failures.inc()
-                logger.error(
-                    "commit failed; batch kept in the journal",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
+                self._note_failure(exc)
                 if self._stopping_now():
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
-                self._refresh_versions()
+                retrying = True
+        self.consecutive_failures = 0
+        self.last_failure = None
         with self._condition:
             self._pending_bytes -= sum(len(r.body) for r in batch)
             self._in_flight = []
         return True
 
-    def _refresh_versions(self) -> None:
-        try:
-            self._versions = self._writer.committed_versions()
-        except Exception as exc:  # the next attempt fails and logs the same way
-            logger.error("reading table versions failed", extra={"error": str(exc)})
+    def _note_failure(self, exc: Exception) -> None:
+        self.consecutive_failures += 1
+        self.last_failure = f"{type(exc).__name__}: {exc}"
+        self._metrics.commit_failures.inc()
+        logger.error(
+            "commit failed; batch kept in the journal",
+            extra={"error": self.last_failure, "attempt": self.consecutive_failures},
+        )
 
     @property
     def alive(self) -> bool:

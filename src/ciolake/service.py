@@ -18,6 +18,9 @@ from ciolake.verify import Verdict
 
 logger = logging.getLogger(__name__)
 
+# One failed commit can be a blip; three in a row (about 3.5 s of retries) is an outage.
+_FAILURES_BEFORE_UNREADY = 3
+
 
 class Receiver:
     """What the request path talks to: accept a verified delivery, durably, or refuse it."""
@@ -96,6 +99,8 @@ class Receiver:
             return False, f"journal unavailable: {self.journal.last_error}"
         if self.overloaded():
             return False, "uncommitted backlog over its bound"
+        if self.committer.consecutive_failures >= _FAILURES_BEFORE_UNREADY:
+            return False, f"commits failing: {self.committer.last_failure}"
         return True, "ready"
 
     async def close(self) -> None:
@@ -109,6 +114,10 @@ class Receiver:
             "committer stopped",
             extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
         )
+        if self.committer.alive:
+            # Still inside a commit: leave its files open; the journal has everything.
+            logger.warning("committer still busy at exit; the journal keeps the rest")
+            return
         self._dedup.close()
         self._writer.close()
 

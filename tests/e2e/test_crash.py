@@ -32,7 +32,7 @@ from tests.support import (
     wait_until_committed,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 CHANNEL_TABLES = (
     "customer_events",
