@@ -1,0 +1,61 @@
+"""send-test: schema choice, pacing, and real posts to a running receiver."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from ciolake.customerio.sender import build_bodies, choose_schemas, post_signed
+from ciolake.events.decode import Typed, decode_event
+from tests.support import TEST_KEY, running_server, table_rows, wait_until_committed
+
+
+def test_choose_schemas() -> None:
+    assert len(choose_schemas(object_type=None, metric=None, every=True)) == 69
+    assert [s.name for s, _t in choose_schemas(object_type=None, metric=None, every=False)] == [
+        "email_opened"
+    ]
+    sms = choose_schemas(object_type="sms", metric=None, every=False)
+    assert {t for _s, t in sms} == {"sms"}
+    assert len(sms) == 10
+    ((schema, object_type),) = choose_schemas(object_type="push", metric="drafted", every=False)
+    assert (schema.name, object_type) == ("push_drafted", "push")
+    with pytest.raises(ValueError, match="no sms event with metric 'opened'"):
+        choose_schemas(object_type="sms", metric="opened", every=False)
+    with pytest.raises(ValueError, match="unknown object type"):
+        choose_schemas(object_type="fax", metric=None, every=False)
+
+
+def test_bodies_are_valid_unique_and_cover_the_choice() -> None:
+    schemas = choose_schemas(object_type=None, metric=None, every=True)
+    bodies = build_bodies(schemas, count=138, rng=random.Random(1), now=1_790_000_000)
+    decoded = [decode_event(b) for b in bodies]
+    assert all(isinstance(d, Typed) and d.spec_violations == [] for d in decoded)
+    assert len({d.event.event_id for d in decoded if isinstance(d, Typed)}) == 138
+    assert {d.schema for d in decoded if isinstance(d, Typed)} == {s.name for s, _t in schemas}
+
+
+def test_posts_are_signed_paced_and_land(tmp_path: Path) -> None:
+    schemas = choose_schemas(object_type="sms", metric="delivered", every=False)
+    bodies = build_bodies(schemas, count=6, rng=random.Random(2), now=1_790_000_000)
+    waits: list[float] = []
+    with running_server(tmp_path / "data") as server:
+        summary = post_signed(server.url, bodies, key=TEST_KEY, rate=50.0, sleep=waits.append)
+        wrong = post_signed(server.url, bodies[:2], key="not-the-key")
+        wait_until_committed(server)
+    assert summary.ok
+    assert summary.statuses == {"200": 6}
+    assert dict(wrong.statuses) == {"401": 2}
+    assert not wrong.ok
+    # At 50/s the sixth post may not start before 100 ms: the sender had to wait.
+    assert sum(waits) > 0.05
+    rows = table_rows(tmp_path / "data", "sms_events", "metric")
+    assert [r["metric"] for r in rows] == ["delivered"] * 6
+
+
+def test_unreachable_receiver_is_counted_not_raised() -> None:
+    summary = post_signed("http://127.0.0.1:9/webhooks/customerio", [b"{}"], key=TEST_KEY)
+    assert summary.statuses == {"ConnectError": 1}
+    assert not summary.ok
