@@ -108,6 +108,8 @@ def start_server(
         **os.environ,
         "CIOLAKE_SIGNING_KEYS": TEST_KEY,
         "CIOLAKE_FLUSH_INTERVAL_S": "0.2",
+        # Two workers whatever the machine: every end-to-end test covers several journals.
+        "CIOLAKE_WORKERS": "2",
         **(env or {}),
     }
     command = [*prefix, sys.executable, "-m", "ciolake", "serve"]

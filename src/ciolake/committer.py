@@ -13,14 +13,14 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from ciolake.dedup import DedupIndex
 from ciolake.events.decode import Quarantined, Typed, decode_event
-from ciolake.journal import Journal, JournalRecord
+from ciolake.journal import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
@@ -64,14 +64,16 @@ class Committer:
         *,
         writer: DeltaWriter,
         dedup: DedupIndex,
-        journal: Journal,
+        retire: Callable[[int, int], object],
         metrics: Metrics,
         clock: Callable[[], float],
+        on_applied: Callable[[Mapping[int, int]], None] = lambda _lsns: None,
     ) -> None:
         self._config = config
+        self._on_applied = on_applied
         self._writer = writer
         self._dedup = dedup
-        self._journal = journal
+        self._retire = retire
         self._metrics = metrics
         self._clock = clock
         self._queue: deque[JournalRecord] = deque()
@@ -80,15 +82,22 @@ class Committer:
         self._condition = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._versions: dict[str, int] = {}
+        self._versions: dict[str, dict[int, int]] = {}
         self._last_prune = float("-inf")
         self.commits = 0
         self.consecutive_failures = 0
         self.last_failure: str | None = None
 
-    def start(self, recovered: Sequence[JournalRecord], versions: dict[str, int]) -> None:
-        """Start the thread, first applying deliveries recovered from the journal."""
-        self._versions = dict(versions)
+    def start(
+        self, recovered: Sequence[JournalRecord], versions: dict[str, dict[int, int]]
+    ) -> None:
+        """Start the thread, first applying deliveries recovered from the journal.
+
+        Args:
+            recovered: journaled deliveries not yet applied, in order per stream.
+            versions: per table and journal stream, the last sequence number it holds.
+        """
+        self._versions = {table: dict(streams) for table, streams in versions.items()}
         self.submit(recovered)
         self._thread = threading.Thread(target=self._run, name="ciolake-committer", daemon=True)
         self._thread.start()
@@ -171,7 +180,7 @@ class Committer:
         while True:
             try:
                 if retrying:
-                    self._versions = self._writer.committed_versions()
+                    self._versions = self._writer.committed_versions(self._streams())
                 self._apply(batch)
                 break
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
@@ -187,6 +196,13 @@ class Committer:
             self._pending_bytes -= sum(len(r.body) for r in batch)
             self._in_flight = []
         return True
+
+    def _streams(self) -> set[int]:
+        return {k for streams in self._versions.values() for k in streams}
+
+    def _holds(self, table: str, record: JournalRecord) -> bool:
+        """True if ``table`` already holds whatever ``record`` puts in it."""
+        return record.lsn <= self._versions[table].get(record.stream, 0)
 
     def _note_failure(self, exc: Exception) -> None:
         self.consecutive_failures += 1
@@ -208,19 +224,23 @@ class Committer:
 
     def _apply(self, batch: list[JournalRecord]) -> None:
         started = time.monotonic()
-        last_lsn = batch[-1].lsn
+        last_lsns: dict[int, int] = {}
+        for record in batch:
+            last_lsns[record.stream] = max(record.lsn, last_lsns.get(record.stream, 0))
         plan = self._plan(batch)
-        seconds = self._writer.append_all(plan.tables, version=last_lsn)
+        seconds = self._writer.append_all(plan.tables, versions=last_lsns)
         for name in plan.tables:
-            self._versions[name] = last_lsn
-        self._dedup.record(plan.seen, applied_lsn=last_lsn)
-        self._journal.retire(last_lsn)
+            self._versions[name].update(last_lsns)
+        self._dedup.record(plan.seen, applied=last_lsns)
+        self._on_applied(last_lsns)
+        for stream, lsn in last_lsns.items():
+            self._retire(stream, lsn)
         self._maybe_prune()
         self._count(plan, seconds, time.monotonic() - started)
 
     def _plan(self, batch: list[JournalRecord]) -> _Plan:
         decoded = [(record, decode_event(record.body)) for record in batch]
-        raw_items = [(r, d) for r, d in decoded if r.lsn > self._versions[RAW_EVENTS]]
+        raw_items = [(r, d) for r, d in decoded if not self._holds(RAW_EVENTS, r)]
         quarantine_items: list[rows.QuarantineItem] = []
         typed_items: list[rows.TypedItem] = []
         for record, result in decoded:
@@ -232,9 +252,7 @@ class Committer:
                 quarantine_items.append((record, result))
             else:
                 typed_items.append((record, result))
-        quarantine_items = [
-            (r, q) for r, q in quarantine_items if r.lsn > self._versions[QUARANTINE]
-        ]
+        quarantine_items = [(r, q) for r, q in quarantine_items if not self._holds(QUARANTINE, r)]
         plan = _Plan({}, [], 0, {}, {}, 0)
         by_table = self._deduplicate(typed_items, plan)
         if raw_items:
@@ -257,7 +275,7 @@ class Committer:
         by_table: dict[str, list[rows.TypedItem]] = defaultdict(list)
         for record, typed in items:
             event_id = typed.event.event_id
-            fresh = record.lsn > self._versions[typed.table]
+            fresh = not self._holds(typed.table, record)
             if event_id in already or event_id in batch_seen:
                 plan.duplicates += fresh
                 continue

@@ -6,15 +6,15 @@ A SQLite file (stdlib, one writer: the committer thread) keyed by event id. Each
 bounded by SQLite's page cache (``cache_mib``) whatever the volume; the disk holds about
 60 bytes per distinct event of the window.
 
-The same transaction that records a batch's ids also records the batch's last journal sequence
-number (``applied_lsn``): the committer writes it after the Delta commits, so after a crash
-every journaled delivery above it is applied again, idempotently.
+The same transaction that records a batch's ids also records, per journal stream, the batch's
+last sequence number (the applied watermark): the committer writes it after the Delta commits,
+so after a crash every journaled delivery above it is applied again, idempotently.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 # SQLite's default limit on bound parameters in old builds is 999.
@@ -42,11 +42,17 @@ class DedupIndex:
         for statement in _SCHEMA:
             self._db.execute(statement)
 
-    @property
-    def applied_lsn(self) -> int:
-        """The last journal sequence number whose batch is fully applied (0 if none)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'applied_lsn'").fetchone()
+    def applied_lsn(self, stream: int) -> int:
+        """The last sequence number of journal ``stream`` fully applied (0 if none)."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"applied_lsn:{stream}",)
+        ).fetchone()
         return int(row[0]) if row else 0
+
+    def streams(self) -> list[int]:
+        """Journal streams with an applied watermark."""
+        rows = self._db.execute("SELECT key FROM meta WHERE key LIKE 'applied_lsn:%'")
+        return sorted(int(key.split(":", 1)[1]) for (key,) in rows)
 
     def seen(self, event_ids: Sequence[str]) -> set[str]:
         """The subset of ``event_ids`` already recorded."""
@@ -58,12 +64,12 @@ class DedupIndex:
             found.update(row[0] for row in rows)
         return found
 
-    def record(self, entries: Iterable[tuple[str, int]], *, applied_lsn: int) -> None:
-        """Record (event id, day) pairs and the applied watermark in one transaction.
+    def record(self, entries: Iterable[tuple[str, int]], *, applied: Mapping[int, int]) -> None:
+        """Record (event id, day) pairs and the applied watermarks in one transaction.
 
         Args:
             entries: each event id with the day number (days since 1970-01-01) it is kept from.
-            applied_lsn: the last journal sequence number of the batch.
+            applied: per journal stream, the last sequence number of the batch.
         """
         with self._transaction():
             self._db.executemany(
@@ -71,10 +77,10 @@ class DedupIndex:
                 " ON CONFLICT (event_id) DO UPDATE SET day = max(day, excluded.day)",
                 entries,
             )
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('applied_lsn', ?)"
+            self._db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-                (applied_lsn,),
+                [(f"applied_lsn:{stream}", lsn) for stream, lsn in applied.items()],
             )
 
     def prune(self, *, today: int) -> int:

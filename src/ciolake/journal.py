@@ -45,6 +45,8 @@ class JournalRecord:
     x_cio_timestamp: int
     flags: int
     body: bytes
+    # Which journal (one per worker process) the record is in; not stored in the record.
+    stream: int = 0
 
     @property
     def stale(self) -> bool:
@@ -60,7 +62,7 @@ def encode_record(record: JournalRecord) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def scan_segment(data: bytes) -> tuple[list[JournalRecord], int]:
+def scan_segment(data: bytes, stream: int = 0) -> tuple[list[JournalRecord], int]:
     """Parse a segment's bytes.
 
     Returns:
@@ -79,9 +81,38 @@ def scan_segment(data: bytes) -> tuple[list[JournalRecord], int]:
             break
         lsn, received_at_us, x_cio_timestamp, flags = _FIXED.unpack_from(payload)
         body = payload[_FIXED.size :]
-        records.append(JournalRecord(lsn, received_at_us, x_cio_timestamp, flags, body))
+        records.append(JournalRecord(lsn, received_at_us, x_cio_timestamp, flags, body, stream))
         offset = end
     return records, offset
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    """The segment files of one journal, oldest first (names are the first lsn, zero-padded)."""
+    return sorted(directory.glob(f"*{_SUFFIX}"))
+
+
+def recover_segment(path: Path, stream: int = 0) -> list[JournalRecord]:
+    """Read a segment, truncating a torn or corrupt tail; return its intact records."""
+    data = path.read_bytes()
+    records, intact = scan_segment(data, stream)
+    if intact < len(data):
+        logger.warning(
+            "journal tail dropped",
+            extra={"segment": str(path), "bytes_dropped": len(data) - intact},
+        )
+        with path.open("r+b") as handle:
+            handle.truncate(intact)
+            os.fsync(handle.fileno())
+    return records
+
+
+def highest_lsn(directory: Path) -> int:
+    """The highest intact lsn in a journal directory (0 if none), without changing any file."""
+    for path in reversed(segment_paths(directory)):
+        records, _intact = scan_segment(path.read_bytes())
+        if records:
+            return records[-1].lsn
+    return 0
 
 
 @dataclass(slots=True)
@@ -104,8 +135,10 @@ class Journal:
         segment_max_bytes: int,
         on_durable: Callable[[list[JournalRecord]], None],
         observe_fsync: Callable[[float], None] = lambda _seconds: None,
+        stream: int = 0,
     ) -> None:
         self._directory = directory
+        self._stream = stream
         self._segment_max_bytes = segment_max_bytes
         self._on_durable = on_durable
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ciolake-journal")
@@ -122,6 +155,7 @@ class Journal:
         self._closed = False
         self._observe_fsync = observe_fsync
         self.last_error: str | None = None
+        self.last_errno = 0
 
     @property
     def healthy(self) -> bool:
@@ -139,8 +173,8 @@ class Journal:
         self._directory.mkdir(parents=True, exist_ok=True)
         unapplied: list[JournalRecord] = []
         highest = 0
-        for path in sorted(self._directory.glob(f"*{_SUFFIX}")):
-            records = self._recover_segment(path)
+        for path in segment_paths(self._directory):
+            records = recover_segment(path, self._stream)
             if records:
                 highest = max(highest, records[-1].lsn)
             unapplied.extend(r for r in records if r.lsn > applied_lsn)
@@ -149,18 +183,13 @@ class Journal:
         self.retire(applied_lsn)
         return unapplied
 
-    def _recover_segment(self, path: Path) -> list[JournalRecord]:
-        data = path.read_bytes()
-        records, intact = scan_segment(data)
-        if intact < len(data):
-            logger.warning(
-                "journal tail dropped",
-                extra={"segment": path.name, "bytes_dropped": len(data) - intact},
-            )
-            with path.open("r+b") as handle:
-                handle.truncate(intact)
-                os.fsync(handle.fileno())
-        return records
+    def open_for_append(self, *, next_lsn: int) -> None:
+        """Start appending at ``next_lsn`` without reading or changing existing segments.
+
+        For a worker process: the supervisor recovers and retires this journal's segments.
+        """
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._next_lsn = next_lsn
 
     async def append(
         self, *, received_at_us: int, x_cio_timestamp: int, flags: int, body: bytes
@@ -172,7 +201,9 @@ class Journal:
         """
         if self._closed:
             raise JournalUnavailableError("journal is closed")
-        record = JournalRecord(self._next_lsn, received_at_us, x_cio_timestamp, flags, body)
+        record = JournalRecord(
+            self._next_lsn, received_at_us, x_cio_timestamp, flags, body, self._stream
+        )
         self._next_lsn += 1
         self._pending.append(record)
         self._pending_bytes.append(encode_record(record))
@@ -198,10 +229,11 @@ class Journal:
                     )
                 except OSError as exc:
                     self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+                    self.last_errno = exc.errno or -1
                     waiter.set_exception(JournalUnavailableError(self.last_error))
                     waiter.exception()  # marks it retrieved when every waiter has gone
                     continue
-                self.last_error = None
+                self.last_error, self.last_errno = None, 0
                 self._on_durable(records)
                 waiter.set_result(None)
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
@@ -22,8 +23,30 @@ logger = logging.getLogger(__name__)
 _FAILURES_BEFORE_UNREADY = 3
 
 
-class Receiver:
+class Intake(Protocol):
     """What the request path talks to: accept a verified delivery, durably, or refuse it."""
+
+    settings: Settings
+    metrics: Metrics
+
+    def open(self) -> None:
+        """Get ready to accept deliveries (blocking; run in a thread)."""
+
+    async def accept(self, body: bytes, verdict: Verdict) -> None:
+        """Journal one delivery; raise BacklogFullError or JournalUnavailableError."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether deliveries can be accepted now, and why not."""
+
+    def backlog(self) -> tuple[int, int]:
+        """Deliveries journaled but not committed: (count, body bytes)."""
+
+    async def close(self) -> None:
+        """Stop accepting and release everything."""
+
+
+class Receiver:
+    """Journal and committer in this one process: the embedded, single-process intake."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float]) -> None:
         self.settings = settings
@@ -36,7 +59,7 @@ class Receiver:
             cache_mib=settings.dedup_cache_mib,
         )
         self.journal = Journal(
-            settings.journal_dir,
+            settings.journal_dir / "stream-0",
             segment_max_bytes=settings.segment_max_bytes,
             on_durable=self._on_durable,
             observe_fsync=self.metrics.fsync_seconds.observe,
@@ -49,7 +72,7 @@ class Receiver:
             ),
             writer=self._writer,
             dedup=self._dedup,
-            journal=self.journal,
+            retire=lambda _stream, lsn: self.journal.retire(lsn),
             metrics=self.metrics,
             clock=clock,
         )
@@ -60,11 +83,10 @@ class Receiver:
     def open(self) -> None:
         """Create the tables, recover the journal and start committing."""
         self._writer.ensure_tables()
-        versions = self._writer.committed_versions()
-        applied = self._dedup.applied_lsn
-        recovered = self.journal.open(
-            applied_lsn=applied, min_next_lsn=max(applied, *versions.values()) + 1
-        )
+        versions = self._writer.committed_versions([0])
+        applied = self._dedup.applied_lsn(0)
+        seen = max(applied, *(streams[0] for streams in versions.values()))
+        recovered = self.journal.open(applied_lsn=applied, min_next_lsn=seen + 1)
         if recovered:
             logger.info("journal recovered", extra={"deliveries": len(recovered)})
         self.committer.start(recovered, versions)
@@ -85,6 +107,10 @@ class Receiver:
             body=body,
         )
         self.metrics.journaled.inc()
+
+    def backlog(self) -> tuple[int, int]:
+        """Deliveries journaled but not yet committed: (count, body bytes)."""
+        return self.committer.backlog()
 
     def overloaded(self) -> bool:
         """True while the uncommitted backlog is over either bound."""

@@ -17,6 +17,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int | None = None
     data_dir: Path = Path("data")
     tables_uri: str | None = None
     signing_keys: tuple[str, ...] = ()
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_HOST": "host",
     "CIOLAKE_PORT": "port",
+    "CIOLAKE_WORKERS": "workers",
     "CIOLAKE_DATA_DIR": "data_dir",
     "CIOLAKE_TABLES_URI": "tables_uri",
     "CIOLAKE_SIGNING_KEYS": "signing_keys",

@@ -190,8 +190,11 @@ def check_tables(data_dir: Path, samples: Sequence[Sample], tally: Tally) -> set
     by_id = {s.event_id: s for s in samples}
     found: dict[str, list[str]] = defaultdict(list)
     for table in CHANNEL_TABLES:
-        rows = table_rows(data_dir, table, "event_id, object_type, metric, journal_lsn")
-        lsns = [row["journal_lsn"] for row in rows]
+        rows = table_rows(
+            data_dir, table, "event_id, object_type, metric, journal_stream, journal_lsn"
+        )
+        # A journal record is (stream, lsn): each worker process has its own journal.
+        lsns = [(row["journal_stream"], row["journal_lsn"]) for row in rows]
         assert len(lsns) == len(set(lsns)), f"{table}: a journal record was applied twice"
         for row in rows:
             found[row["event_id"]].append(table)
@@ -205,8 +208,8 @@ def check_tables(data_dir: Path, samples: Sequence[Sample], tally: Tally) -> set
     lost = sorted(event_id for event_id in tally.ok if event_id not in found)
     assert not lost, f"{len(lost)} events answered 200 are missing, e.g. {lost[:3]}"
 
-    raw = table_rows(data_dir, "raw_events", "event_id, journal_lsn")
-    raw_lsns = [row["journal_lsn"] for row in raw]
+    raw = table_rows(data_dir, "raw_events", "event_id, journal_stream, journal_lsn")
+    raw_lsns = [(row["journal_stream"], row["journal_lsn"]) for row in raw]
     assert len(raw_lsns) == len(set(raw_lsns)), "raw_events: a journal record was applied twice"
     raw_count = Counter(row["event_id"] for row in raw)
     assert set(raw_count) <= set(by_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ciolake import __version__
-from ciolake.cli import send_test, serve, tables, webhooks
+from ciolake.cli import check, send_test, serve, tables, webhooks
 
 app = typer.Typer(
     name="ciolake",
@@ -17,6 +17,7 @@ app.command("serve")(serve.serve)
 app.command("send-test")(send_test.send_test)
 app.command("tables")(tables.tables)
 app.add_typer(webhooks.app, name="webhooks")
+app.command("check")(check.check)
 
 
 def _version(value: bool) -> None:

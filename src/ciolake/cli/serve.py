@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 import typer
-import uvicorn
 
 from ciolake.devkey import load_or_create_dev_key
 from ciolake.errors import ConfigurationError
 from ciolake.logs import configure_logging
 from ciolake.settings import Settings, load_settings
-from ciolake.web import create_app
+from ciolake.supervisor import Supervisor
 
 
 def serve(
@@ -40,6 +40,13 @@ def serve(
             help="With no CIOLAKE_SIGNING_KEYS, use (or create) <data-dir>/dev-signing-key.",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes answering requests [env CIOLAKE_WORKERS; default: one per core].",
+        ),
+    ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="Log level [env CIOLAKE_LOG_LEVEL].")
     ] = None,
@@ -47,34 +54,26 @@ def serve(
     """Receive Customer.io reporting webhooks and land them in Delta tables."""
     try:
         settings = load_settings(
-            host=host, port=port, data_dir=data_dir, tables_uri=tables_uri, log_level=log_level
+            host=host,
+            port=port,
+            workers=workers,
+            data_dir=data_dir,
+            tables_uri=tables_uri,
+            log_level=log_level,
         )
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not settings.signing_keys:
         settings = _with_dev_key(settings) if dev_key else _no_keys()
     configure_logging(settings.log_level)
-    # A file-size limit must surface as a write error (503), not kill the process.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=3,
-        timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024,
-        server_header=False,
-    )
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the handler it found;
-    # this one turns it into a clean exit once everything journaled is committed.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.Server(config).run()
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    count = settings.workers or os.cpu_count() or 1
+    supervisor = Supervisor(settings, workers=count, clock=time.time)
+    try:
+        code = supervisor.run()
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    raise typer.Exit(code=code)
 
 
 def _no_keys() -> Settings:

@@ -33,6 +33,7 @@ _ENVELOPE: dict[str, Callable[[JournalRecord, Typed], Any]] = {
     "spec_schema": lambda r, t: t.schema,
     "spec_violations": lambda r, t: t.spec_violations,
     "payload": lambda r, t: body_text(r.body)[0],
+    "journal_stream": lambda r, t: r.stream,
     "journal_lsn": lambda r, t: r.lsn,
 }
 _IDENTIFIER_COLUMNS = {
@@ -122,6 +123,7 @@ def _delivery_columns(items: Sequence[tuple[JournalRecord, Any]]) -> dict[str, l
         "received_at": [r.received_at_us for r, _x in items],
         "received_date": [r.received_at_us // (_SECONDS_PER_DAY * _MICROS) for r, _x in items],
         "x_cio_timestamp": [r.x_cio_timestamp for r, _x in items],
+        "journal_stream": [r.stream for r, _x in items],
         "journal_lsn": [r.lsn for r, _x in items],
     }
 

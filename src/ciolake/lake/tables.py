@@ -42,6 +42,7 @@ _BODY_COLUMNS: list[tuple[str, pa.DataType]] = [
     # Set only when the body is not valid UTF-8, so that no byte is ever lost.
     ("body_base64", pa.string()),
     ("x_cio_timestamp", pa.int64()),
+    ("journal_stream", pa.int64()),
     ("journal_lsn", pa.int64()),
 ]
 
@@ -115,6 +116,8 @@ COMMON_EVENT_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("spec_schema", pa.string()),
     ("spec_violations", TEXT_LIST),
     ("payload", pa.string()),
+    # Which journal record the row came from: (stream, lsn) is unique in every table.
+    ("journal_stream", pa.int64()),
     ("journal_lsn", pa.int64()),
 ]
 

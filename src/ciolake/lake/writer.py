@@ -1,16 +1,16 @@
 """Delta I/O: create the tables, and append one batch to several tables idempotently.
 
-Each append carries a delta-rs app transaction ``(APP_ID, version)`` where version is the last
-journal sequence number of the batch. The table's log remembers it, so after a crash the
-committer knows exactly which journaled deliveries a table already holds, and never writes a
-batch twice.
+Each append carries one delta-rs app transaction per journal in the batch,
+``(app_id(stream), version)``, where version is that journal's last sequence number in the
+batch. The table's log remembers them, so after a crash the committer knows exactly which
+journaled deliveries a table already holds, and never writes a batch twice.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -19,7 +19,10 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from ciolake.errors import TableWriteError
 from ciolake.lake.tables import ALL_SPECS
 
-APP_ID = "ciolake-committer"
+
+def app_id(stream: int) -> str:
+    """The app transaction id under which journal ``stream``'s progress is recorded."""
+    return f"ciolake-journal-{stream}"
 
 
 class DeltaWriter:
@@ -47,16 +50,19 @@ class DeltaWriter:
                 storage_options=self._storage_options,
             )
 
-    def committed_versions(self) -> dict[str, int]:
-        """Per table, the last journal sequence number committed to it (0 if none)."""
-        versions = {}
+    def committed_versions(self, streams: Iterable[int]) -> dict[str, dict[int, int]]:
+        """Per table and journal stream, the last sequence number committed (0 if none)."""
+        wanted = list(streams)
+        versions: dict[str, dict[int, int]] = {}
         for name in ALL_SPECS:
             table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
             self._tables[name] = table
-            versions[name] = table.transaction_version(APP_ID) or 0
+            versions[name] = {k: table.transaction_version(app_id(k)) or 0 for k in wanted}
         return versions
 
-    def append_all(self, batches: Mapping[str, pa.Table], *, version: int) -> dict[str, float]:
+    def append_all(
+        self, batches: Mapping[str, pa.Table], *, versions: Mapping[int, int]
+    ) -> dict[str, float]:
         """Append each table's rows in one commit per table, the commits running in parallel.
 
         Returns:
@@ -67,7 +73,7 @@ class DeltaWriter:
                 app transaction makes a retry skip them).
         """
         futures = {
-            name: self._pool.submit(self._append, name, rows, version)
+            name: self._pool.submit(self._append, name, rows, versions)
             for name, rows in batches.items()
         }
         seconds: dict[str, float] = {}
@@ -81,14 +87,15 @@ class DeltaWriter:
             raise TableWriteError("; ".join(failures))
         return seconds
 
-    def _append(self, name: str, rows: pa.Table, version: int) -> float:
+    def _append(self, name: str, rows: pa.Table, versions: Mapping[int, int]) -> float:
         started = time.monotonic()
+        transactions = [Transaction(app_id(k), v) for k, v in sorted(versions.items())]
         write_deltalake(
             self._tables[name],
             rows,
             mode="append",
             partition_by=[ALL_SPECS[name].partition_by],
-            commit_properties=CommitProperties(app_transactions=[Transaction(APP_ID, version)]),
+            commit_properties=CommitProperties(app_transactions=transactions),
             storage_options=self._storage_options,
         )
         return time.monotonic() - started

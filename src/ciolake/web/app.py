@@ -10,22 +10,35 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from ciolake.service import Receiver
+from ciolake.service import Intake, Receiver
 from ciolake.settings import Settings
 from ciolake.web import routes
 
+IntakeFactory = Callable[[Settings, Callable[[], float]], Intake]
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
+
+def _embedded(settings: Settings, clock: Callable[[], float]) -> Intake:
+    return Receiver(settings, clock=clock)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    intake: IntakeFactory = _embedded,
+) -> Starlette:
     """Build the receiver application.
 
     Args:
         settings: the service's settings; ``signing_keys`` must not be empty.
         clock: current unix time in seconds (injected for tests).
+        intake: builds what accepted deliveries go to; by default journal and committer in
+            this process (a worker process of ``ciolake serve`` passes its own).
     """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        receiver = Receiver(settings, clock=clock)
+        receiver = intake(settings, clock)
         await asyncio.to_thread(receiver.open)
         app.state.receiver = receiver
         app.state.clock = clock

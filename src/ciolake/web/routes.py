@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ciolake import __version__
 from ciolake.errors import BacklogFullError, JournalUnavailableError, VerificationError
-from ciolake.service import Receiver
+from ciolake.service import Intake
 from ciolake.verify import verify
 
 logger = logging.getLogger("ciolake.web")
@@ -20,7 +20,7 @@ _ACCEPTED_BODY = b'{"status":"accepted"}'
 
 async def receive_webhook(request: Request) -> Response:
     """Answer one Customer.io delivery (see INTERFACE.md for every answer)."""
-    receiver: Receiver = request.app.state.receiver
+    receiver: Intake = request.app.state.receiver
     settings = receiver.settings
     receiver.metrics.received.inc()
     body = await _read_body(request, settings.max_body_bytes)
@@ -60,7 +60,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 
 def _reject(
-    receiver: Receiver,
+    receiver: Intake,
     request: Request,
     status: int,
     reason: str,
@@ -90,9 +90,9 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     """Readiness: 200 when deliveries can be accepted and stored, 503 otherwise."""
-    receiver: Receiver = request.app.state.receiver
+    receiver: Intake = request.app.state.receiver
     is_ready, reason = receiver.readiness()
-    backlog, _size = receiver.committer.backlog()
+    backlog, _size = receiver.backlog()
     payload = {
         "status": "ready" if is_ready else "unavailable",
         "reason": reason,
@@ -103,5 +103,5 @@ async def ready(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
-    receiver: Receiver = request.app.state.receiver
-    return Response(generate_latest(receiver.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    receiver: Intake = request.app.state.receiver
+    return Response(receiver.metrics.render(), media_type=CONTENT_TYPE_LATEST)

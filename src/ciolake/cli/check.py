@@ -1,0 +1,151 @@
+"""``ciolake check``: evaluate the operational alerts once, for cron or a scheduled job."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ciolake.analytics.checks import (
+    Finding,
+    Status,
+    Thresholds,
+    any_fired,
+    evaluate,
+    http_get_text,
+    scrape_metrics,
+)
+from ciolake.errors import ConfigurationError
+from ciolake.settings import load_settings
+
+_DEFAULTS = Thresholds()
+_STYLES = {Status.OK: "green", Status.FIRED: "bold red", Status.UNKNOWN: "yellow"}
+_UNITS = {
+    "no_events": "min",
+    "quarantine_share": "%",
+    "signature_failures": "/min",
+    "freshness": "s",
+    "volume_drop": "% drop",
+    "metrics_reachable": "",
+}
+
+
+def check(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory \\[env CIOLAKE_DATA_DIR].")
+    ] = None,
+    tables_uri: Annotated[
+        str | None, typer.Option(help="Tables location \\[env CIOLAKE_TABLES_URI].")
+    ] = None,
+    metrics_url: Annotated[
+        str, typer.Option(help="The running server's /metrics.")
+    ] = "http://127.0.0.1:8080/metrics",
+    no_metrics: Annotated[
+        bool,
+        typer.Option("--no-metrics", help="Skip the checks that need /metrics (tables only)."),
+    ] = False,
+    sample_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Scrape /metrics twice this far apart to measure the current rate of signature "
+            "failures. 0 scrapes once and averages since the process started, if /metrics "
+            "exports its start (process_start_time_seconds); otherwise that check is unknown.",
+        ),
+    ] = 10.0,
+    no_events_minutes: Annotated[
+        float, typer.Option(min=0, help="Fire when no delivery arrived for this long.")
+    ] = _DEFAULTS.no_events_minutes,
+    quarantine_percent: Annotated[
+        float, typer.Option(min=0, help="Fire when more of the recent deliveries are quarantined.")
+    ] = _DEFAULTS.quarantine_percent,
+    quarantine_window_minutes: Annotated[
+        float, typer.Option(min=1, help="The recent deliveries' window for the quarantine share.")
+    ] = _DEFAULTS.quarantine_window_minutes,
+    signature_failures_per_minute: Annotated[
+        float, typer.Option(min=0, help="Fire above this many 401 answers per minute.")
+    ] = _DEFAULTS.signature_failures_per_minute,
+    freshness_seconds: Annotated[
+        float, typer.Option(min=0, help="Fire when a journaled delivery waits longer to commit.")
+    ] = _DEFAULTS.freshness_seconds,
+    volume_drop_percent: Annotated[
+        float,
+        typer.Option(
+            min=0, max=100, help="Fire when a channel's volume falls by more than this much."
+        ),
+    ] = _DEFAULTS.volume_drop_percent,
+    volume_window_minutes: Annotated[
+        float, typer.Option(min=1, help="The recent window whose volume is compared.")
+    ] = _DEFAULTS.volume_window_minutes,
+    volume_baseline_days: Annotated[
+        int, typer.Option(min=1, help="Compare with the same window on this many previous days.")
+    ] = _DEFAULTS.volume_baseline_days,
+    volume_min_baseline: Annotated[
+        int, typer.Option(min=0, help="Judge a channel only when its baseline has this many.")
+    ] = _DEFAULTS.volume_min_baseline,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Evaluate the alerts once; exit 1 when any fired, 0 when none did."""
+    try:
+        settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    thresholds = Thresholds(
+        no_events_minutes=no_events_minutes,
+        quarantine_percent=quarantine_percent,
+        quarantine_window_minutes=quarantine_window_minutes,
+        signature_failures_per_minute=signature_failures_per_minute,
+        freshness_seconds=freshness_seconds,
+        volume_drop_percent=volume_drop_percent,
+        volume_window_minutes=volume_window_minutes,
+        volume_baseline_days=volume_baseline_days,
+        volume_min_baseline=volume_min_baseline,
+    )
+    reading = None
+    if not no_metrics:
+        reading = scrape_metrics(
+            metrics_url,
+            sample_seconds=sample_seconds,
+            get=http_get_text,
+            sleep=time.sleep,
+            clock=time.monotonic,
+        )
+    now = time.time()
+    findings = evaluate(settings.tables_location, thresholds, now=now, metrics=reading)
+    if as_json:
+        _print_json(findings, now)
+    else:
+        _print_table(findings, now)
+    if any_fired(findings):
+        raise typer.Exit(code=1)
+
+
+def _print_json(findings: list[Finding], now: float) -> None:
+    payload = {
+        "checked_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "fired": any_fired(findings),
+        "findings": [f.as_dict() for f in findings],
+    }
+    typer.echo(json.dumps(payload))
+
+
+def _print_table(findings: list[Finding], now: float) -> None:
+    fired = sum(f.status is Status.FIRED for f in findings)
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    table = Table(title=f"ciolake check at {stamp}: {fired} fired")
+    for column in ("check", "subject", "status", "value", "threshold", "detail"):
+        numeric = column in ("value", "threshold")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "detail")
+    for f in findings:
+        unit = _UNITS.get(f.check, "")
+        value = "-" if f.value is None else f"{f.value:,.6g} {unit}".strip()
+        threshold = f"{f.threshold:,g} {unit}".strip() if f.check != "metrics_reachable" else "-"
+        status = f"[{_STYLES[f.status]}]{f.status.upper()}[/]"
+        table.add_row(f.check, f.subject or "-", status, value, threshold, f.detail)
+    Console().print(table)

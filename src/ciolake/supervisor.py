@@ -1,0 +1,249 @@
+"""``ciolake serve``: one supervisor process, N worker processes, one committer.
+
+The supervisor binds the socket, recovers every journal stream, starts the committer, then
+spawns the workers, which share the socket. Workers verify, journal (each its own stream) and
+answer; the supervisor tails the streams and commits. On SIGTERM it stops the workers (they
+finish in-flight requests and flush), reads what they journaled last, commits it all, and
+exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from ciolake.committer import Committer, CommitterConfig
+from ciolake.dedup import DedupIndex
+from ciolake.errors import ConfigurationError
+from ciolake.journal import JournalRecord, highest_lsn
+from ciolake.journal_tail import JournalTail
+from ciolake.lake.writer import DeltaWriter
+from ciolake.locks import acquire_lock
+from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
+from ciolake.settings import Settings
+from ciolake.shared import SharedState
+from ciolake.worker import run_worker, stream_directory
+
+logger = logging.getLogger(__name__)
+
+_TAIL_INTERVAL_S = 0.02
+_WORKER_STOP_S = 5.0
+
+
+class Supervisor:
+    """Owns the socket, the journals' readers, the committer and the worker processes."""
+
+    def __init__(self, settings: Settings, *, workers: int, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.workers = workers
+        self._clock = clock
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = threading.Event()
+        self._processes: dict[int, BaseProcess] = {}
+        self._next_lsn: dict[int, int] = {}
+        self._tails: dict[int, JournalTail] = {}
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; return the exit code."""
+        # A file-size limit must surface as a write error (503), not kill the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        lock = _lock_data_dir(self.settings.data_dir)
+        try:
+            self._open()
+            self._spawn_all()
+            self._watch()
+            return self._shutdown()
+        finally:
+            os.close(lock)
+
+    def _open(self) -> None:
+        settings = self.settings
+        enable_multiprocess_metrics(settings.data_dir / "run" / "metrics")
+        self.metrics = Metrics()
+        # The gauge is the lowest over processes; only workers write journals.
+        self.metrics.journal_healthy.set(1)
+        self._writer = DeltaWriter(settings.tables_location)
+        self._writer.ensure_tables()
+        self._dedup = DedupIndex(
+            settings.state_dir / "dedup.sqlite3",
+            window_days=settings.dedup_window_days,
+            cache_mib=settings.dedup_cache_mib,
+        )
+        streams = self._known_streams()
+        versions = self._writer.committed_versions(streams)
+        self.shared = SharedState.create(max(streams) + 1, self._context)
+        recovered = []
+        for stream in streams:
+            recovered.extend(self._recover_stream(stream, versions))
+        if recovered:
+            logger.info("journal recovered", extra={"deliveries": len(recovered)})
+        self.committer = Committer(
+            CommitterConfig(
+                flush_interval_s=settings.flush_interval_s,
+                batch_max_events=settings.batch_max_events,
+                timestamp_tolerance_s=settings.timestamp_tolerance_s,
+            ),
+            writer=self._writer,
+            dedup=self._dedup,
+            retire=lambda stream, lsn: self._tails[stream].retire(lsn),
+            metrics=self.metrics,
+            clock=self._clock,
+            on_applied=self._note_applied,
+        )
+        self.committer.start(recovered, versions)
+        self._socket = _bind(settings.host, settings.port)
+        self._tailer = threading.Thread(target=self._tail_loop, name="ciolake-tail", daemon=True)
+        self._tailer.start()
+
+    def _known_streams(self) -> list[int]:
+        on_disk = {
+            int(p.name.removeprefix("stream-"))
+            for p in self.settings.journal_dir.glob("stream-*")
+            if p.name.removeprefix("stream-").isdigit()
+        }
+        return sorted(on_disk | set(self._dedup.streams()) | set(range(self.workers)))
+
+    def _recover_stream(
+        self, stream: int, versions: Mapping[str, Mapping[int, int]]
+    ) -> list[JournalRecord]:
+        directory = stream_directory(self.settings, stream)
+        lock = _lock_stream(directory)
+        try:
+            applied = self._dedup.applied_lsn(stream)
+            tail = JournalTail(directory, stream=stream)
+            unapplied = tail.recover(applied_lsn=applied)
+            self._tails[stream] = tail
+            committed = max(v.get(stream, 0) for v in versions.values())
+            last = max(applied, committed, highest_lsn(directory))
+            self._next_lsn[stream] = last + 1
+            self.shared.applied[stream] = applied
+            self.shared.durable[stream] = max(applied, highest_lsn(directory))
+            return unapplied
+        finally:
+            os.close(lock)
+
+    def _note_applied(self, last_lsns: Mapping[int, int]) -> None:
+        for stream, lsn in last_lsns.items():
+            self.shared.applied[stream] = lsn
+
+    def _spawn_all(self) -> None:
+        for stream in range(self.workers):
+            self._spawn(stream)
+
+    def _spawn(self, stream: int) -> None:
+        durable = self.shared.durable[stream]
+        next_lsn = max(self._next_lsn.get(stream, 1), durable + 1)
+        process = self._context.Process(
+            target=run_worker,
+            kwargs={
+                "settings": self.settings,
+                "stream": stream,
+                "next_lsn": next_lsn,
+                "sock": self._socket,
+                "shared": self.shared,
+                "supervisor_pid": os.getpid(),
+            },
+            name=f"ciolake-worker-{stream}",
+        )
+        process.start()
+        self._processes[stream] = process
+
+    def _tail_loop(self) -> None:
+        while not self._stop.is_set():
+            self._tail_once()
+            self._stop.wait(_TAIL_INTERVAL_S)
+
+    def _tail_once(self) -> None:
+        for tail in list(self._tails.values()):
+            records = tail.read_new()
+            if records:
+                self.committer.submit(records)
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        count, _size = self.committer.backlog()
+        self.metrics.backlog_events.set(count)
+        oldest = self.committer.oldest_pending_us()
+        age = 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
+        self.metrics.freshness_seconds.set(age)
+        self.shared.commit_failures.value = self.committer.consecutive_failures
+
+    def _watch(self) -> None:
+        stop_signals = (signal.SIGTERM, signal.SIGINT)
+        for number in stop_signals:
+            signal.signal(number, lambda _n, _f: self._stop.set())
+        while not self._stop.wait(0.2):
+            for stream, process in list(self._processes.items()):
+                if not process.is_alive():
+                    self._restart(stream, process)
+
+    def _restart(self, stream: int, process: BaseProcess) -> None:
+        logger.error(
+            "worker died; restarting it", extra={"worker": stream, "exitcode": process.exitcode}
+        )
+        if process.pid is not None:
+            mark_process_dead(process.pid)
+        self._spawn(stream)
+
+    def _shutdown(self) -> int:
+        started = time.monotonic()
+        for process in self._processes.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self._processes.values():
+            process.join(timeout=max(0.1, _WORKER_STOP_S - (time.monotonic() - started)))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self._socket.close()
+        self._tailer.join()
+        self._tail_once()
+        drain_s = max(1.0, self.settings.shutdown_drain_s - (time.monotonic() - started))
+        drained = self.committer.stop(deadline_s=drain_s)
+        logger.info(
+            "committer stopped",
+            extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
+        )
+        if not self.committer.alive:
+            self._dedup.close()
+            self._writer.close()
+        return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    fd = acquire_lock(data_dir / ".lock", wait_s=0)
+    if fd is None:
+        raise ConfigurationError(
+            f"another ciolake serve is using {data_dir}; one server per data directory"
+        )
+    return fd
+
+
+def _lock_stream(directory: Path) -> int:
+    # A worker of a crashed server may take a moment to die (PR_SET_PDEATHSIG).
+    fd = acquire_lock(directory / ".lock", wait_s=10.0)
+    if fd is None:
+        raise ConfigurationError(f"a process still writes the journal in {directory}")
+    return fd
