@@ -1,9 +1,10 @@
 """State the supervisor and its worker processes share: plain int64 slots in shared memory.
 
-Per journal stream: the last durable sequence number (written by its worker), the last applied
-one (written by the committer), the bytes not yet applied and the errno of the last journal
-write, 0 when it succeeded (written by the worker). Plus the committer's count of consecutive failed commits. Each slot has one writer, and an aligned int64
-store is atomic on the platforms we run on, so no lock is needed.
+Per journal stream: the last durable sequence number and the errno of the last journal write,
+0 when it succeeded (written by its worker); the last applied sequence number (written by the
+committer); the bytes not yet applied (written by the worker). Plus the committer's count of
+consecutive failed commits. Each slot has one writer, and an aligned int64 store is atomic on
+the platforms we run on, so no lock is needed.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def serve(
         int | None,
         typer.Option(
             min=1,
-            help="Worker processes answering requests [env CIOLAKE_WORKERS; default: one per core].",
+            help="Worker processes answering requests [env CIOLAKE_WORKERS; default: cores].",
         ),
     ] = None,
     log_level: Annotated[
