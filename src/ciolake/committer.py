@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ciolake.dedup import DedupIndex
+from ciolake.dedup import DedupIndex, keep_from_day
 from ciolake.events.decode import Quarantined, Typed, decode_event
 from ciolake.journal import JournalRecord
 from ciolake.lake import rows
@@ -68,8 +69,10 @@ class Committer:
         metrics: Metrics,
         clock: Callable[[], float],
         on_applied: Callable[[Mapping[int, int]], None] = lambda _lsns: None,
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self._config = config
+        self._lock = lock or nullcontext()
         self._on_applied = on_applied
         self._writer = writer
         self._dedup = dedup
@@ -179,9 +182,10 @@ class Committer:
         retrying = False
         while True:
             try:
-                if retrying:
-                    self._versions = self._writer.committed_versions(self._streams())
-                self._apply(batch)
+                with self._lock:
+                    if retrying:
+                        self._versions = self._writer.committed_versions(self._streams())
+                    self._apply(batch)
                 break
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
                 self._note_failure(exc)
@@ -280,7 +284,7 @@ class Committer:
                 plan.duplicates += fresh
                 continue
             batch_seen.add(event_id)
-            plan.seen.append((event_id, _keep_from_day(record, typed)))
+            plan.seen.append((event_id, keep_from_day(record.received_at_us, typed.event.timestamp)))
             if fresh:
                 by_table[typed.table].append((record, typed))
         return by_table
@@ -306,8 +310,3 @@ class Committer:
         m.duplicates.inc(plan.duplicates)
         m.spec_violations.inc(plan.with_violations)
         m.batch_seconds.observe(batch_seconds)
-
-
-def _keep_from_day(record: JournalRecord, typed: Typed) -> int:
-    received_day = record.received_at_us // (_SECONDS_PER_DAY * 1_000_000)
-    return max(received_day, typed.event.timestamp // _SECONDS_PER_DAY)

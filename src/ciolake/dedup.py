@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+_SECONDS_PER_DAY = 86_400
 # SQLite's default limit on bound parameters in old builds is 999.
 _CHUNK = 900
 _SCHEMA = (
@@ -25,6 +26,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS seen_by_day ON seen (day)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
+
+
+def keep_from_day(received_at_us: int, event_timestamp: int) -> int:
+    """The day an id's window starts: the later of its receipt and its event time."""
+    received_day = received_at_us // (_SECONDS_PER_DAY * 1_000_000)
+    return max(received_day, event_timestamp // _SECONDS_PER_DAY)
 
 
 class DedupIndex:
@@ -39,6 +46,8 @@ class DedupIndex:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
         self._db.execute("PRAGMA mmap_size=0")
+        # replay writes from another process, between the committer's batches.
+        self._db.execute("PRAGMA busy_timeout=30000")
         for statement in _SCHEMA:
             self._db.execute(statement)
 

@@ -27,3 +27,31 @@ def acquire_lock(path: Path, *, wait_s: float) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.05)
+
+
+class FileLock:
+    """A blocking exclusive flock usable as a context manager, held across processes.
+
+    The committer holds it while it applies a batch and ``replay`` while it rewrites a chunk,
+    so their dedup checks and commits never interleave.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> FileLock:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release the descriptor."""
+        os.close(self._fd)
+
+
+def commit_lock_path(state_dir: Path) -> Path:
+    """Where the commit lock of a data directory lives."""
+    return state_dir / "commit.lock"

@@ -13,6 +13,7 @@ from ciolake.dedup import DedupIndex
 from ciolake.errors import BacklogFullError, JournalUnavailableError
 from ciolake.journal import FLAG_STALE, Journal, JournalRecord
 from ciolake.lake.writer import DeltaWriter
+from ciolake.locks import FileLock, commit_lock_path
 from ciolake.metrics import Metrics
 from ciolake.settings import Settings
 from ciolake.verify import Verdict
@@ -75,6 +76,7 @@ class Receiver:
             retire=lambda _stream, lsn: self.journal.retire(lsn),
             metrics=self.metrics,
             clock=clock,
+            lock=FileLock(commit_lock_path(settings.state_dir)),
         )
         self.metrics.backlog_events.set_function(lambda: self.committer.backlog()[0])
         self.metrics.freshness_seconds.set_function(self._freshness)

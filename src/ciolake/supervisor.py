@@ -26,7 +26,7 @@ from ciolake.errors import ConfigurationError
 from ciolake.journal import JournalRecord, highest_lsn
 from ciolake.journal_tail import JournalTail
 from ciolake.lake.writer import DeltaWriter
-from ciolake.locks import acquire_lock
+from ciolake.locks import FileLock, acquire_lock, commit_lock_path
 from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
 from ciolake.settings import Settings
 from ciolake.shared import SharedState
@@ -97,6 +97,7 @@ class Supervisor:
             metrics=self.metrics,
             clock=self._clock,
             on_applied=self._note_applied,
+            lock=FileLock(commit_lock_path(settings.state_dir)),
         )
         self.committer.start(recovered, versions)
         self._socket = _bind(settings.host, settings.port)

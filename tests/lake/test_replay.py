@@ -1,0 +1,153 @@
+"""Replay: re-deriving channel tables from raw_events, idempotently, quarantine included."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from deltalake import DeltaTable
+
+from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.replay import Replayer, ReplayRange
+from ciolake.service import Receiver
+from ciolake.settings import Settings
+from ciolake.verify import Verdict
+from tests.support import table_rows
+
+NOW = 1_790_000_000
+CHANNEL_TABLES = (
+    "customer_events",
+    "email_events",
+    "push_events",
+    "in_app_events",
+    "sms_events",
+    "slack_events",
+    "webhook_events",
+    "whatsapp_events",
+)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.05, **overrides
+    )
+
+
+def make_bodies(count: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    keys = schema_keys()
+    return [
+        json.dumps(
+            sample_event(schema_by_name(keys[i % len(keys)][0]), rng=rng, timestamp=NOW)
+        ).encode()
+        for i in range(count)
+    ]
+
+
+def receive(settings: Settings, deliveries: list[tuple[bytes, bool]]) -> None:
+    receiver = Receiver(settings, clock=lambda: NOW + 5.0)
+    receiver.open()
+
+    async def go() -> None:
+        for body, stale in deliveries:
+            await receiver.accept(
+                body, Verdict(timestamp=NOW - (3600 if stale else 0), stale=stale)
+            )
+        deadline = time.monotonic() + 30
+        while receiver.backlog()[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await receiver.close()
+
+    asyncio.run(go())
+
+
+def channel_rows(settings: Settings) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for table in CHANNEL_TABLES:
+        for row in table_rows(
+            settings.data_dir, table, "event_id, received_at, payload, journal_lsn"
+        ):
+            assert row["event_id"] not in found, "an event is stored twice"
+            found[row["event_id"]] = {**row, "table": table}
+    return found
+
+
+def test_replay_of_intact_tables_changes_nothing_and_can_run_again(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = make_bodies(300, seed=1)
+    receive(settings, [(b, False) for b in bodies + bodies[:40]])
+    before = channel_rows(settings)
+    replayer = Replayer(settings, chunk_rows=128)
+    assert replayer.count(ReplayRange()) == 340
+    seen: list[int] = []
+    first = replayer.run(ReplayRange(), include_quarantine=False, progress=seen.append)
+    assert sum(seen) == 340
+    assert first.deliveries == 340
+    assert sum(first.upserted.values()) >= 300
+    assert channel_rows(settings) == before
+    replayer.run(ReplayRange(), include_quarantine=False)
+    assert channel_rows(settings) == before
+
+
+def test_replay_restores_lost_rows_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = make_bodies(200, seed=2)
+    receive(settings, [(b, False) for b in bodies])
+    before = channel_rows(settings)
+    email = DeltaTable(str(settings.data_dir / "tables" / "email_events"))
+    email.delete("metric = 'opened' OR metric = 'clicked'")
+    assert len(channel_rows(settings)) < len(before)
+    Replayer(settings).run(ReplayRange(), include_quarantine=False)
+    assert channel_rows(settings) == before
+
+
+def test_quarantined_deliveries_move_only_when_asked_and_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = make_bodies(60, seed=3)
+    receive(settings, [(b, i % 3 == 0) for i, b in enumerate(bodies)])
+    assert len(table_rows(settings.data_dir, "quarantine", "reason")) == 20
+    assert len(channel_rows(settings)) == 40
+    # An upgrade raised the tolerance: the stale deliveries now type.
+    relaxed = msgspec.structs.replace(settings, timestamp_tolerance_s=7200)
+    kept = Replayer(relaxed).run(ReplayRange(), include_quarantine=False)
+    assert kept.left_in_quarantine == 20
+    assert len(channel_rows(settings)) == 40
+    moved = Replayer(relaxed).run(ReplayRange(), include_quarantine=True)
+    assert moved.moved_from_quarantine == 20
+    assert table_rows(settings.data_dir, "quarantine", "reason") == []
+    stored = channel_rows(settings)
+    assert set(stored) == {json.loads(b)["event_id"] for b in bodies}
+    again = Replayer(relaxed).run(ReplayRange(), include_quarantine=True)
+    assert again.moved_from_quarantine == 0
+    assert channel_rows(settings) == stored
+
+
+def test_the_range_limits_what_is_replayed(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    receive(settings, [(b, False) for b in make_bodies(50, seed=4)])
+    received = dt.datetime.fromtimestamp(NOW + 5, dt.UTC).date()
+    replayer = Replayer(settings)
+    assert replayer.count(ReplayRange(since=received, until=received)) == 50
+    assert replayer.count(ReplayRange(since=received + dt.timedelta(days=1))) == 0
+    assert replayer.count(ReplayRange(until=received - dt.timedelta(days=1))) == 0
+    result = replayer.run(
+        ReplayRange(since=received + dt.timedelta(days=1)), include_quarantine=True
+    )
+    assert result.deliveries == 0
+
+
+def test_replayed_ids_are_known_to_the_committer(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = make_bodies(30, seed=5)
+    receive(settings, [(b, True) for b in bodies])
+    relaxed = msgspec.structs.replace(settings, timestamp_tolerance_s=7200)
+    Replayer(relaxed).run(ReplayRange(), include_quarantine=True)
+    # Customer.io retries the same events: the committer must see them as duplicates.
+    receive(settings, [(b, False) for b in bodies])
+    assert len(channel_rows(settings)) == 30
