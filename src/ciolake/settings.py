@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_cache_mib: int = 16
     retry_after_s: int = 5
     shutdown_drain_s: float = 10.0
+    compact_interval_s: float = 3600.0
+    vacuum_retention_hours: int = 168
     log_level: str = "INFO"
 
     @property
@@ -68,6 +70,8 @@ _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_DEDUP_WINDOW_DAYS": "dedup_window_days",
     "CIOLAKE_DEDUP_CACHE_MIB": "dedup_cache_mib",
     "CIOLAKE_RETRY_AFTER_S": "retry_after_s",
+    "CIOLAKE_COMPACT_INTERVAL_S": "compact_interval_s",
+    "CIOLAKE_VACUUM_RETENTION_HOURS": "vacuum_retention_hours",
     "CIOLAKE_LOG_LEVEL": "log_level",
 }
 

@@ -25,6 +25,7 @@ from ciolake.dedup import DedupIndex
 from ciolake.errors import ConfigurationError
 from ciolake.journal import JournalRecord, highest_lsn
 from ciolake.journal_tail import JournalTail
+from ciolake.lake.maintenance import compact_closed_days
 from ciolake.lake.writer import DeltaWriter
 from ciolake.locks import FileLock, acquire_lock, commit_lock_path
 from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
@@ -103,6 +104,10 @@ class Supervisor:
         self._socket = _bind(settings.host, settings.port)
         self._tailer = threading.Thread(target=self._tail_loop, name="ciolake-tail", daemon=True)
         self._tailer.start()
+        if settings.compact_interval_s > 0:
+            threading.Thread(
+                target=self._maintenance_loop, name="ciolake-maintenance", daemon=True
+            ).start()
 
     def _known_streams(self) -> list[int]:
         on_disk = {
@@ -176,6 +181,17 @@ class Supervisor:
         age = 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
         self.metrics.freshness_seconds.set(age)
         self.shared.commit_failures.value = self.committer.consecutive_failures
+
+    def _maintenance_loop(self) -> None:
+        while not self._stop.wait(self.settings.compact_interval_s):
+            try:
+                compact_closed_days(
+                    self.settings.tables_location,
+                    now=self._clock(),
+                    retention_hours=self.settings.vacuum_retention_hours,
+                )
+            except Exception as exc:  # maintenance must never take the server down
+                logger.error("compaction failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def _watch(self) -> None:
         stop_signals = (signal.SIGTERM, signal.SIGINT)

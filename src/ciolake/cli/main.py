@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ciolake import __version__
-from ciolake.cli import check, replay, report, send_test, serve, simulate, tables, views, webhooks
+from ciolake.cli import check, compact, replay, report, send_test, serve, simulate, tables, views, webhooks
 
 app = typer.Typer(
     name="ciolake",
@@ -17,6 +17,7 @@ app.command("serve")(serve.serve)
 app.command("send-test")(send_test.send_test)
 app.command("tables")(tables.tables)
 app.command("replay")(replay.replay)
+app.command("compact")(compact.compact)
 app.add_typer(webhooks.app, name="webhooks")
 app.command("check")(check.check)
 app.command("views")(views.views)

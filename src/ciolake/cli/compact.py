@@ -1,0 +1,59 @@
+"""``ciolake compact``: compact small files, checkpoint and vacuum the Delta tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ciolake.lake.maintenance import compact_all
+from ciolake.lake.tables import ALL_SPECS
+from ciolake.settings import load_settings
+
+
+def compact(
+    table: Annotated[
+        list[str] | None, typer.Option(help="Table to compact (repeat for several; default all).")
+    ] = None,
+    before: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Only partitions dated before this day."),
+    ] = None,
+    retention_hours: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Vacuum files unreferenced for longer [env CIOLAKE_VACUUM_RETENTION_HOURS]."
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env CIOLAKE_DATA_DIR].")
+    ] = None,
+    tables_uri: Annotated[
+        str | None, typer.Option(help="Tables location [env CIOLAKE_TABLES_URI].")
+    ] = None,
+) -> None:
+    """Compact small files per date partition, write checkpoints, vacuum old files."""
+    unknown = sorted(set(table or []) - set(ALL_SPECS))
+    if unknown:
+        raise typer.BadParameter(f"unknown table(s) {unknown}; one of {', '.join(ALL_SPECS)}")
+    settings = load_settings(
+        data_dir=data_dir, tables_uri=tables_uri, vacuum_retention_hours=retention_hours
+    )
+    console = Console(stderr=True)
+    with console.status("compacting"):
+        results = compact_all(
+            settings.tables_location,
+            tables=table,
+            before=before.date() if before else None,
+            retention_hours=settings.vacuum_retention_hours,
+        )
+    summary = Table(title=f"Delta tables under {settings.tables_location}")
+    for column in ("table", "files before", "files after", "vacuumed"):
+        summary.add_column(column, justify="left" if column == "table" else "right")
+    for r in results:
+        summary.add_row(r.table, f"{r.files_before:,}", f"{r.files_after:,}", f"{r.vacuumed:,}")
+    console.print(summary)

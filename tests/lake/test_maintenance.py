@@ -1,0 +1,195 @@
+"""Compaction, checkpoints and vacuum, alone and while the committer writes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from deltalake import DeltaTable
+
+from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.maintenance import compact_all, compact_table
+from ciolake.service import Receiver
+from ciolake.settings import Settings
+from ciolake.verify import Verdict
+from tests.support import table_rows
+
+DAY = 86_400
+START = 1_790_000_000 - 1_790_000_000 % DAY
+CHANNEL_TABLES = (
+    "customer_events",
+    "email_events",
+    "push_events",
+    "in_app_events",
+    "sms_events",
+    "slack_events",
+    "webhook_events",
+    "whatsapp_events",
+)
+
+
+def bodies_over_days(count: int, days: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    keys = schema_keys()
+    return [
+        json.dumps(
+            sample_event(
+                schema_by_name(keys[i % len(keys)][0]),
+                rng=rng,
+                timestamp=START + (i % days) * DAY + 60,
+            )
+        ).encode()
+        for i in range(count)
+    ]
+
+
+def receive_in_small_batches(settings: Settings, bodies: list[bytes], batch: int) -> None:
+    receiver = Receiver(settings, clock=lambda: START + 3 * DAY)
+    receiver.open()
+
+    async def go() -> None:
+        verdict = Verdict(timestamp=START, stale=False)
+        for start in range(0, len(bodies), batch):
+            await asyncio.gather(
+                *(receiver.accept(b, verdict) for b in bodies[start : start + batch])
+            )
+            while receiver.backlog()[0]:
+                await asyncio.sleep(0.005)
+        await receiver.close()
+
+    asyncio.run(go())
+
+
+def snapshot(data_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    return {
+        table: sorted(
+            (r["event_id"], r["payload"]) for r in table_rows(data_dir, table, "event_id, payload")
+        )
+        for table in CHANNEL_TABLES
+    }
+
+
+def files_per_partition(uri: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for path in DeltaTable(uri).file_uris():
+        partition = next(p for p in Path(path).parts if p.startswith("event_date="))
+        counts[partition] = counts.get(partition, 0) + 1
+    return counts
+
+
+def test_compaction_leaves_one_file_per_partition_and_the_same_rows(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=40
+    )
+    receive_in_small_batches(settings, bodies_over_days(480, days=3, seed=1), batch=40)
+    email = str(settings.data_dir / "tables" / "email_events")
+    assert max(files_per_partition(email).values()) >= 10
+    before = snapshot(settings.data_dir)
+    results = compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
+    assert {r.table for r in results} == {"raw_events", "quarantine", *CHANNEL_TABLES}
+    assert set(files_per_partition(email).values()) == {1}
+    assert snapshot(settings.data_dir) == before
+    assert list(
+        (settings.data_dir / "tables" / "email_events" / "_delta_log").glob("*.checkpoint.parquet")
+    )
+    email_result = next(r for r in results if r.table == "email_events")
+    assert email_result.vacuumed >= email_result.files_before - email_result.files_after
+    on_disk = list((settings.data_dir / "tables" / "email_events").glob("event_date=*/*.parquet"))
+    assert len(on_disk) == len(DeltaTable(email).file_uris())
+
+
+def test_before_limits_compaction_to_older_partitions(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=30
+    )
+    receive_in_small_batches(settings, bodies_over_days(300, days=3, seed=2), batch=30)
+    email = str(settings.data_dir / "tables" / "email_events")
+    last_day = dt.datetime.fromtimestamp(START + 2 * DAY, dt.UTC).date()
+    untouched = files_per_partition(email)[f"event_date={last_day.isoformat()}"]
+    assert untouched > 1
+    compact_table(settings.tables_location, "email_events", before=last_day, retention_hours=168)
+    after = files_per_partition(email)
+    assert after[f"event_date={last_day.isoformat()}"] == untouched
+    assert all(n == 1 for p, n in after.items() if p != f"event_date={last_day.isoformat()}")
+
+
+def test_compaction_while_the_committer_appends_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=25
+    )
+    bodies = bodies_over_days(600, days=2, seed=3)
+    receive_in_small_batches(settings, bodies[:200], batch=25)
+    compactions: list[int] = []
+
+    def compact_repeatedly() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(compactions) < 4:
+            compact_all(
+                settings.tables_location,
+                tables=["email_events", "raw_events"],
+                before=None,
+                retention_hours=0,
+            )
+            compactions.append(1)
+
+    worker = threading.Thread(target=compact_repeatedly)
+    worker.start()
+    receive_in_small_batches(settings, bodies[200:], batch=25)
+    worker.join()
+    assert compactions
+    stored = [i for rows in snapshot(settings.data_dir).values() for i, _p in rows]
+    assert sorted(stored) == sorted(json.loads(b)["event_id"] for b in bodies)
+    assert len(table_rows(settings.data_dir, "raw_events", "event_id")) == 600
+
+
+def test_compact_command(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=50
+    )
+    receive_in_small_batches(settings, bodies_over_days(200, days=2, seed=4), batch=50)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ciolake",
+            "compact",
+            "--data-dir",
+            str(settings.data_dir),
+            "--table",
+            "email_events",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "email_events" in done.stderr
+    assert set(
+        files_per_partition(str(settings.data_dir / "tables" / "email_events")).values()
+    ) == {1}
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ciolake",
+            "compact",
+            "--data-dir",
+            str(settings.data_dir),
+            "--table",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "unknown table" in bad.stderr
