@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from ciolake.dedup import DedupIndex, keep_from_day
-from ciolake.events.decode import Quarantined, Typed, decode_event
+from ciolake.events.decode import Quarantined, decode_event
 from ciolake.journal import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
@@ -284,7 +284,9 @@ class Committer:
                 plan.duplicates += fresh
                 continue
             batch_seen.add(event_id)
-            plan.seen.append((event_id, keep_from_day(record.received_at_us, typed.event.timestamp)))
+            plan.seen.append(
+                (event_id, keep_from_day(record.received_at_us, typed.event.timestamp))
+            )
             if fresh:
                 by_table[typed.table].append((record, typed))
         return by_table

@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from ciolake import __version__
-from ciolake.cli import check, compact, replay, report, send_test, serve, simulate, tables, views, webhooks
+from ciolake.cli import (
+    check,
+    compact,
+    replay,
+    report,
+    send_test,
+    serve,
+    simulate,
+    tables,
+    views,
+    webhooks,
+)
 
 app = typer.Typer(
     name="ciolake",
