@@ -32,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_cache_mib: int = 16
     retry_after_s: int = 5
     shutdown_drain_s: float = 10.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_header_bytes: int = 65_536
+    max_connections: int = 1_000
     compact_interval_s: float = 3600.0
     vacuum_retention_hours: int = 168
     log_level: str = "INFO"
@@ -71,6 +75,10 @@ _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_DEDUP_CACHE_MIB": "dedup_cache_mib",
     "CIOLAKE_RETRY_AFTER_S": "retry_after_s",
     "CIOLAKE_COMPACT_INTERVAL_S": "compact_interval_s",
+    "CIOLAKE_HEADER_TIMEOUT_S": "header_timeout_s",
+    "CIOLAKE_BODY_TIMEOUT_S": "body_timeout_s",
+    "CIOLAKE_MAX_HEADER_BYTES": "max_header_bytes",
+    "CIOLAKE_MAX_CONNECTIONS": "max_connections",
     "CIOLAKE_VACUUM_RETENTION_HOURS": "vacuum_retention_hours",
     "CIOLAKE_LOG_LEVEL": "log_level",
 }

@@ -28,6 +28,7 @@ from ciolake.settings import Settings
 from ciolake.shared import SharedState
 from ciolake.verify import Verdict
 from ciolake.web import create_app
+from ciolake.web.protocol import guarded_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +177,17 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
     """The server limits every ciolake process uses."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
+        http=guarded_protocol(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+        ),
         log_config=None,
         access_log=False,
+        # Past this many connections and requests a worker answers 503 at once.
+        limit_concurrency=settings.max_connections,
+        backlog=2048,
         timeout_graceful_shutdown=3,
         timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024,
         server_header=False,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,7 +24,11 @@ async def receive_webhook(request: Request) -> Response:
     receiver: Intake = request.app.state.receiver
     settings = receiver.settings
     receiver.metrics.received.inc()
-    body = await _read_body(request, settings.max_body_bytes)
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            body = await _read_body(request, settings.max_body_bytes)
+    except TimeoutError:
+        return _reject(receiver, request, 408, "body_timeout", "request body arrived too slowly")
     if body is None:
         return _reject(receiver, request, 413, "body_too_large", "request body is too large")
     try:
