@@ -8,6 +8,7 @@ and listed in ``spec_violations``, because an authentic event is never thrown aw
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -163,21 +164,32 @@ def _convert_data(object_type: str, data: dict[str, Any], violations: list[str])
     return data_type(**kept)
 
 
+@functools.cache
+def _route(
+    object_type: str, metric: str, has_delivery_id: bool
+) -> tuple[str | None, str, tuple[str, ...]]:
+    """(schema name, table, required fields) of a kind of event; computed once per kind."""
+    schema = find_schema(object_type, metric, has_delivery_id=has_delivery_id)
+    table = target_table(object_type, metric, has_delivery_id=has_delivery_id)
+    if schema is None:
+        return None, table, ()
+    return schema.name, table, schema.required
+
+
 def _check(event: EventBase, object_type: str, violations: list[str]) -> Typed:
     data: CommonData = event.data  # type: ignore[attr-defined]
-    has_delivery_id = data.delivery_id is not None
-    schema = find_schema(object_type, event.metric, has_delivery_id=has_delivery_id)
+    metric = event.metric
+    schema, table, required = _route(object_type, metric, data.delivery_id is not None)
     if schema is None:
-        violations.append(f"unknown_metric:{event.metric}")
-    else:
-        violations.extend(
-            f"missing_field:data.{name}" for name in schema.required if getattr(data, name) is None
-        )
+        violations.append(f"unknown_metric:{metric}")
+    for name in required:
+        if getattr(data, name) is None:
+            violations.append(f"missing_field:data.{name}")
     return Typed(
         event=event,
         object_type=object_type,
-        table=target_table(object_type, event.metric, has_delivery_id=has_delivery_id),
-        schema=None if schema is None else schema.name,
+        table=table,
+        schema=schema,
         origin=origin_of(data),
         spec_violations=violations,
     )
