@@ -26,6 +26,7 @@ from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
 from ciolake.metrics import Metrics
+from ciolake.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,15 @@ class CommitterConfig:
     flush_interval_s: float
     batch_max_events: int
     timestamp_tolerance_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CommitterConfig:
+        """The committer's part of the settings."""
+        return cls(
+            flush_interval_s=settings.flush_interval_s,
+            batch_max_events=settings.batch_max_events,
+            timestamp_tolerance_s=settings.timestamp_tolerance_s,
+        )
 
 
 @dataclass(slots=True)

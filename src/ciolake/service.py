@@ -66,11 +66,7 @@ class Receiver:
             observe_fsync=self.metrics.fsync_seconds.observe,
         )
         self.committer = Committer(
-            CommitterConfig(
-                flush_interval_s=settings.flush_interval_s,
-                batch_max_events=settings.batch_max_events,
-                timestamp_tolerance_s=settings.timestamp_tolerance_s,
-            ),
+            CommitterConfig.from_settings(settings),
             writer=self._writer,
             dedup=self._dedup,
             retire=lambda _stream, lsn: self.journal.retire(lsn),

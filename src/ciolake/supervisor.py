@@ -87,11 +87,7 @@ class Supervisor:
         if recovered:
             logger.info("journal recovered", extra={"deliveries": len(recovered)})
         self.committer = Committer(
-            CommitterConfig(
-                flush_interval_s=settings.flush_interval_s,
-                batch_max_events=settings.batch_max_events,
-                timestamp_tolerance_s=settings.timestamp_tolerance_s,
-            ),
+            CommitterConfig.from_settings(settings),
             writer=self._writer,
             dedup=self._dedup,
             retire=lambda stream, lsn: self._tails[stream].retire(lsn),

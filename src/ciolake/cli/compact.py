@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.lake.maintenance import compact_all
 from ciolake.lake.tables import ALL_SPECS
 from ciolake.settings import load_settings
@@ -29,12 +29,8 @@ def compact(
             min=0, help="Vacuum files unreferenced for longer [env CIOLAKE_VACUUM_RETENTION_HOURS]."
         ),
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env CIOLAKE_DATA_DIR].")
-    ] = None,
-    tables_uri: Annotated[
-        str | None, typer.Option(help="Tables location [env CIOLAKE_TABLES_URI].")
-    ] = None,
+    data_dir: DataDirOption = None,
+    tables_uri: TablesUriOption = None,
 ) -> None:
     """Compact small files per date partition, write checkpoints, vacuum old files."""
     unknown = sorted(set(table or []) - set(ALL_SPECS))

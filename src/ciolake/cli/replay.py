@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.lake.replay import Replayer, ReplayRange, ReplayResult
 from ciolake.settings import load_settings
 
@@ -31,12 +31,8 @@ def replay(
             help="Also move quarantined deliveries that now decode into their channel tables.",
         ),
     ] = False,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env CIOLAKE_DATA_DIR].")
-    ] = None,
-    tables_uri: Annotated[
-        str | None, typer.Option(help="Tables location [env CIOLAKE_TABLES_URI].")
-    ] = None,
+    data_dir: DataDirOption = None,
+    tables_uri: TablesUriOption = None,
 ) -> None:
     """Re-derive channel tables from raw_events, idempotently, while the server runs."""
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)

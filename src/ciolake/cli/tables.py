@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.lake.inventory import summarize
 from ciolake.settings import load_settings
 
 
 def tables(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env CIOLAKE_DATA_DIR].")
-    ] = None,
-    tables_uri: Annotated[
-        str | None, typer.Option(help="Tables location [env CIOLAKE_TABLES_URI].")
-    ] = None,
+    data_dir: DataDirOption = None,
+    tables_uri: TablesUriOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show how many rows, commits and data files each Delta table holds."""
