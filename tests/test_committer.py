@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -147,10 +148,12 @@ def test_a_table_whose_commit_failed_is_written_on_recovery_and_no_other(tmp_pat
     receiver.open()
     real_append = DeltaWriter._append
 
-    def failing_email(self: DeltaWriter, name: str, rows: Any, version: int) -> float:
+    def failing_email(
+        self: DeltaWriter, name: str, rows: Any, versions: Mapping[int, int]
+    ) -> float:
         if name == "email_events":
             raise OSError("simulated I/O error on email_events")
-        return real_append(self, name, rows, version)
+        return real_append(self, name, rows, versions)
 
     with mock.patch.object(DeltaWriter, "_append", failing_email):
         asyncio.run(deliver(receiver, bodies))
