@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+PROMTOOL := $(BIN)/promtool
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install run test lint format clean
+.PHONY: install run test test-deps lint format clean
 
 install: $(STAMP)
 
@@ -22,8 +24,34 @@ lint: install
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: lint
+test: lint test-deps
 	$(BIN)/pytest
+
+# What the tests need besides Python, each installed only when missing: Debian's Chromium
+# (the dashboard's browser test) and promtool (checks deploy/prometheus/alerts.yml).
+test-deps: install $(PROMTOOL) $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "warning: no $(CHROMIUM), and installing it needs root and apt-get;" \
+	    "the dashboard's browser test will be skipped" >&2; \
+	fi
+
+# promtool alone, unpacked from Debian's prometheus package into the venv: installing the
+# package would also set up a Prometheus server and its service.
+$(PROMTOOL): | $(STAMP)
+	@if command -v apt-get >/dev/null; then \
+	  tmp=$$(mktemp -d) && cd $$tmp && \
+	  { apt-get download prometheus 2>/dev/null || \
+	    { apt-get update -qq && apt-get download prometheus; }; } && \
+	  dpkg-deb -x prometheus_*.deb unpacked && \
+	  cp unpacked/usr/bin/promtool $(CURDIR)/$(PROMTOOL) && rm -rf $$tmp; \
+	else \
+	  echo "warning: no apt-get to fetch promtool; the alert rules' promtool tests will be" \
+	    "skipped" >&2; \
+	fi
 
 format: install
 	$(BIN)/ruff format src tests
@@ -31,3 +59,21 @@ format: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The benchmark harness (bench/README.md); not part of `make test`. QUICK=1: the short run
+# (under 2 minutes); WORKERS=N: pass --workers N to ciolake serve and to the baselines;
+# BENCH_ARGS: any other flag of `python -m bench --help`.
+.PHONY: bench soak bench-deps
+bench-deps:
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+
+bench: install bench-deps
+	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(BENCH_ARGS)
+
+# 10 minutes at half of saturation, kill -9 and restart every 2 minutes; MINUTES=2 for a
+# short one (a kill every 30 s), KILL_EVERY=S to choose the interval.
+soak: install bench-deps
+	$(BIN)/python -m bench --soak $(if $(MINUTES),--minutes $(MINUTES)) \
+	  $(if $(KILL_EVERY),--kill-every $(KILL_EVERY)) $(if $(WORKERS),--workers $(WORKERS)) \
+	  $(BENCH_ARGS)

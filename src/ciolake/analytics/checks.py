@@ -8,7 +8,6 @@ so the same data always gives the same findings.
 from __future__ import annotations
 
 import enum
-import importlib.util
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,10 +16,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from ciolake.analytics.duck import Lake, connect
 from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE, RAW_EVENTS
 
 NO_EVENTS = "no_events"
@@ -127,21 +126,8 @@ class _Window:
         return datetime.fromtimestamp(self.start, UTC).date().isoformat()
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the delta extension, loaded from the installed wheel (offline)."""
-    spec = importlib.util.find_spec("duckdb_ext")
-    config: dict[str, Any] = {"autoinstall_known_extensions": False}
-    if spec is not None and spec.submodule_search_locations:
-        root = Path(next(iter(spec.submodule_search_locations)))
-        config["extension_directory"] = str(root / "extensions")
-    connection = duckdb.connect(config=config)
-    connection.execute("LOAD delta")
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
-
-
 def _exists(uri: str) -> bool:
-    """False for a local table path without a Delta log (not created yet); True otherwise."""
+    # False for a local table path without a Delta log (not created yet); True otherwise.
     return "://" in uri or (Path(uri) / "_delta_log").is_dir()
 
 
@@ -235,22 +221,26 @@ def any_fired(findings: Iterable[Finding]) -> bool:
 
 
 def table_findings(tables_uri: str, thresholds: Thresholds, *, now: float) -> list[Finding]:
-    """The checks read from the Delta tables: no events, quarantine share, volume drops."""
+    """The checks read from the Delta tables: no events, quarantine share, volume drops.
+
+    Raises:
+        ConfigurationError: DuckDB or its delta extension is not installed.
+    """
     base = tables_uri.rstrip("/")
-    connection = _connect()
+    lake = connect()
     try:
         findings = [
             _guarded(
                 NO_EVENTS,
                 "",
                 thresholds.no_events_minutes,
-                partial(_no_events, connection, base, thresholds, now),
+                partial(_no_events, lake, base, thresholds, now),
             ),
             _guarded(
                 QUARANTINE_SHARE,
                 "",
                 thresholds.quarantine_percent,
-                partial(_quarantine_share, connection, base, thresholds, now),
+                partial(_quarantine_share, lake, base, thresholds, now),
             ),
         ]
         for table in CHANNEL_TABLES:
@@ -259,28 +249,27 @@ def table_findings(tables_uri: str, thresholds: Thresholds, *, now: float) -> li
                     VOLUME_DROP,
                     table,
                     thresholds.volume_drop_percent,
-                    partial(_volume_drop, connection, f"{base}/{table}", thresholds, now),
+                    partial(_volume_drop, lake, f"{base}/{table}", thresholds, now),
                 )
             )
         return findings
     finally:
-        connection.close()
+        lake.close()
 
 
 def _guarded(check: str, subject: str, threshold: float, run: Callable[[], Finding]) -> Finding:
     try:
         return run()
-    except duckdb.Error as exc:
+    except Exception as exc:  # DuckDB's errors: a table that exists but cannot be read.
+        # Not knowing is not fine here: a table that cannot be read needs someone's attention.
         detail = f"cannot read the tables: {exc}".splitlines()[0]
-        return Finding(check, Status.UNKNOWN, None, threshold, detail, subject)
+        return Finding(check, Status.FIRED, None, threshold, detail, subject)
 
 
-def _no_events(
-    connection: duckdb.DuckDBPyConnection, tables_uri: str, thresholds: Thresholds, now: float
-) -> Finding:
+def _no_events(lake: Lake, tables_uri: str, thresholds: Thresholds, now: float) -> Finding:
     limit = thresholds.no_events_minutes
     uri = f"{tables_uri.rstrip('/')}/{RAW_EVENTS}"
-    last = _last_received(connection, uri) if _exists(uri) else None
+    last = _last_received(lake, uri) if _exists(uri) else None
     if last is None:
         return Finding(NO_EVENTS, Status.FIRED, None, limit, "no delivery has been stored yet")
     minutes = max(0.0, now - last) / 60
@@ -290,19 +279,17 @@ def _no_events(
     return Finding(NO_EVENTS, status, round(minutes, 2), limit, detail)
 
 
-def _last_received(connection: duckdb.DuckDBPyConnection, uri: str) -> float | None:
-    row = connection.execute(f"SELECT max(epoch(received_at)) FROM {_scan(uri)}").fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+def _last_received(lake: Lake, uri: str) -> float | None:
+    (row,) = lake.query(f"SELECT max(epoch(received_at)) FROM {_scan(uri)}").rows
+    return None if row[0] is None else float(row[0])
 
 
-def _quarantine_share(
-    connection: duckdb.DuckDBPyConnection, tables_uri: str, thresholds: Thresholds, now: float
-) -> Finding:
+def _quarantine_share(lake: Lake, tables_uri: str, thresholds: Thresholds, now: float) -> Finding:
     limit = thresholds.quarantine_percent
     window = _Window(now - thresholds.quarantine_window_minutes * 60, now)
     base = tables_uri.rstrip("/")
-    delivered = _received_in(connection, f"{base}/{RAW_EVENTS}", window)
-    quarantined = _received_in(connection, f"{base}/{QUARANTINE}", window)
+    delivered = _received_in(lake, f"{base}/{RAW_EVENTS}", window)
+    quarantined = _received_in(lake, f"{base}/{QUARANTINE}", window)
     minutes = f"{thresholds.quarantine_window_minutes:g} min"
     if delivered == 0:
         detail = f"no deliveries in the last {minutes}"
@@ -313,23 +300,21 @@ def _quarantine_share(
     return Finding(QUARANTINE_SHARE, status, round(share, 2), limit, detail)
 
 
-def _received_in(connection: duckdb.DuckDBPyConnection, uri: str, window: _Window) -> int:
+def _received_in(lake: Lake, uri: str, window: _Window) -> int:
     if not _exists(uri):
         return 0
     query = (
         f"SELECT count(*) FROM {_scan(uri)} WHERE received_date >= CAST(? AS DATE) "
         "AND epoch(received_at) > ? AND epoch(received_at) <= ?"
     )
-    row = connection.execute(query, [window.first_date, window.start, window.end]).fetchone()
-    return int(row[0]) if row else 0
+    (row,) = lake.query(query, [window.first_date, window.start, window.end]).rows
+    return int(row[0])
 
 
-def _volume_drop(
-    connection: duckdb.DuckDBPyConnection, uri: str, thresholds: Thresholds, now: float
-) -> Finding:
+def _volume_drop(lake: Lake, uri: str, thresholds: Thresholds, now: float) -> Finding:
     table = Path(uri).name
     limit = thresholds.volume_drop_percent
-    counts = _same_window_counts(connection, uri, thresholds, now) if _exists(uri) else {}
+    counts = _same_window_counts(lake, uri, thresholds, now) if _exists(uri) else {}
     current = counts.get(0, 0)
     days = thresholds.volume_baseline_days
     baseline = statistics.median([counts.get(day, 0) for day in range(1, days + 1)])
@@ -343,10 +328,8 @@ def _volume_drop(
     return Finding(VOLUME_DROP, status, round(drop, 2), limit, detail, table)
 
 
-def _same_window_counts(
-    connection: duckdb.DuckDBPyConnection, uri: str, thresholds: Thresholds, now: float
-) -> dict[int, int]:
-    """Events received in the window ending ``day`` days before ``now``, for day 0..N."""
+def _same_window_counts(lake: Lake, uri: str, thresholds: Thresholds, now: float) -> dict[int, int]:
+    # Events received in the window ending ``day`` days before ``now``, for day 0..N.
     window_s = thresholds.volume_window_minutes * 60
     days = thresholds.volume_baseline_days
     earliest = _Window(now - days * _DAY_S - window_s - _LATE_DAYS * _DAY_S, now)
@@ -361,7 +344,7 @@ def _same_window_counts(
         GROUP BY day
     """
     params = [now, earliest.first_date, now - days * _DAY_S - window_s, window_s]
-    rows = connection.execute(query, params).fetchall()
+    rows = lake.query(query, params).rows
     return {int(day): int(count) for day, count in rows if int(day) <= days}
 
 

@@ -56,7 +56,8 @@ _FAILURES = {
     "whatsapp": ("131026: Message undeliverable",),
 }
 _DROP_MESSAGE = "Recipient is on the suppression list"
-_DEVICE_BOUNCE = "Unregistered"
+# Push reports failures per device, inside recipients.
+_DEVICE_FAILURES = {"bounced": "Unregistered", "dropped": _DROP_MESSAGE}
 # Filled per event (the machine flags) or left out as webhooks without with_content do.
 _SET_ELSEWHERE = frozenset({"content", "headers", "proxied", "prefetched", "synthetic", "machine"})
 
@@ -353,14 +354,22 @@ def _choose_engagement(
 
 
 def _choose_devices(rng: random.Random, group: list[SimDelivery]) -> None:
-    """One to three devices per push; a quarter of multi-device deliveries miss one device."""
+    """One to three devices per push; a quarter of multi-device deliveries miss one device.
+
+    Only deliveries with a ``sent`` webhook miss one: it is the only event naming every device.
+    """
     for delivery in group:
         delivery.devices = [_hex(rng, 64) for _ in range(rng.randint(1, 3))]
+        if "failed" in delivery.outcomes:
+            # Failed before sending: no event names a device.
+            delivery.devices = []
         if "delivered" in delivery.outcomes:
             delivery.devices_delivered = set(delivery.devices)
-        if "bounced" in delivery.outcomes:
+        if "bounced" in delivery.outcomes or "dropped" in delivery.outcomes:
             delivery.devices_failed = set(delivery.devices)
-    partial = [d for d in group if "delivered" in d.outcomes and len(d.devices) > 1]
+    partial = [
+        d for d in group if "delivered" in d.outcomes and len(d.devices) > 1 and not d.missing_sent
+    ]
     for delivery in rng.sample(partial, len(partial) // 4):
         delivery.devices_delivered.discard(delivery.devices[-1])
 
@@ -544,8 +553,8 @@ def _data_for(ctx: _Context, metric: str) -> tuple[dict[str, object], tuple[str,
             data[name] = _recipients(delivery, metric)
         elif name not in _SET_ELSEWHERE:
             data[name] = _field(name, delivery, rng)
-    if metric == "bounced" and delivery.channel == "push":
-        failures = tuple(_DEVICE_BOUNCE for _ in delivery.devices_failed)
+    if metric in _DEVICE_FAILURES and delivery.channel == "push":
+        failures = tuple(_DEVICE_FAILURES[metric] for _ in delivery.devices_failed)
     return data, failures
 
 
@@ -563,7 +572,7 @@ def _recipients(delivery: SimDelivery, metric: str) -> list[dict[str, str]]:
         devices = [next(d for d in delivery.devices if d in delivery.devices_delivered)]
     else:
         devices = delivery.devices
-    failure = {"failure_message": _DEVICE_BOUNCE} if metric == "bounced" else {}
+    failure = {"failure_message": _DEVICE_FAILURES[metric]} if metric in _DEVICE_FAILURES else {}
     return [{"device_id": d, "device_platform": platform, **failure} for d in devices]
 
 
@@ -774,6 +783,9 @@ async def _deliver_all(
     tolerance = receiver.settings.timestamp_tolerance_s
     try:
         for start in range(0, len(arrivals), _FEED_CHUNK):
+            # As Customer.io would on a 503: wait for the committer instead of piling on.
+            while receiver.overloaded():
+                await asyncio.sleep(0.05)
             chunk = arrivals[start : start + _FEED_CHUNK]
             await asyncio.gather(*(_deliver(receiver, clock, a, tolerance) for a in chunk))
             if on_progress is not None:

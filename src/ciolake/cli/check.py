@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +20,7 @@ from ciolake.analytics.checks import (
     http_get_text,
     scrape_metrics,
 )
+from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.errors import ConfigurationError
 from ciolake.settings import load_settings
 
@@ -37,12 +37,8 @@ _UNITS = {
 
 
 def check(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory \\[env CIOLAKE_DATA_DIR].")
-    ] = None,
-    tables_uri: Annotated[
-        str | None, typer.Option(help="Tables location \\[env CIOLAKE_TABLES_URI].")
-    ] = None,
+    data_dir: DataDirOption = None,
+    tables_uri: TablesUriOption = None,
     metrics_url: Annotated[
         str, typer.Option(help="The running server's /metrics.")
     ] = "http://127.0.0.1:8080/metrics",
@@ -117,7 +113,11 @@ def check(
             clock=time.monotonic,
         )
     now = time.time()
-    findings = evaluate(settings.tables_location, thresholds, now=now, metrics=reading)
+    try:
+        findings = evaluate(settings.tables_location, thresholds, now=now, metrics=reading)
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     if as_json:
         _print_json(findings, now)
     else:
@@ -135,6 +135,10 @@ def _print_json(findings: list[Finding], now: float) -> None:
     typer.echo(json.dumps(payload))
 
 
+def _number(value: float) -> str:
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
 def _print_table(findings: list[Finding], now: float) -> None:
     fired = sum(f.status is Status.FIRED for f in findings)
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -144,7 +148,7 @@ def _print_table(findings: list[Finding], now: float) -> None:
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "detail")
     for f in findings:
         unit = _UNITS.get(f.check, "")
-        value = "-" if f.value is None else f"{f.value:,.6g} {unit}".strip()
+        value = "-" if f.value is None else f"{_number(f.value)} {unit}".strip()
         threshold = f"{f.threshold:,g} {unit}".strip() if f.check != "metrics_reachable" else "-"
         status = f"[{_STYLES[f.status]}]{f.status.upper()}[/]"
         table.add_row(f.check, f.subject or "-", status, value, threshold, f.detail)

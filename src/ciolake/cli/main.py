@@ -8,6 +8,7 @@ from ciolake import __version__
 from ciolake.cli import (
     check,
     compact,
+    dashboard,
     replay,
     report,
     send_test,
@@ -23,6 +24,8 @@ app = typer.Typer(
     help="Customer.io reporting webhooks, verified and landed exactly once in Delta Lake tables.",
     no_args_is_help=True,
     add_completion=False,
+    # Help texts name their env variable in brackets, which rich markup would swallow.
+    rich_markup_mode=None,
 )
 app.command("serve")(serve.serve)
 app.command("send-test")(send_test.send_test)
@@ -34,6 +37,7 @@ app.command("check")(check.check)
 app.command("views")(views.views)
 app.command("simulate")(simulate.simulate)
 app.command("report")(report.report)
+app.command("dashboard")(dashboard.dashboard)
 
 
 def _version(value: bool) -> None:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from ciolake.analytics.dashboard import dashboard_routes
 from ciolake.service import Intake, Receiver
 from ciolake.settings import Settings
 from ciolake.web import routes
@@ -54,6 +55,7 @@ def create_app(
             Route("/health", routes.health, methods=["GET"]),
             Route("/ready", routes.ready, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            *dashboard_routes(settings, clock=clock),
         ],
         lifespan=lifespan,
     )

@@ -1,0 +1,1 @@
+"""ciolake's benchmark harness: ``make bench`` (see bench/README.md)."""

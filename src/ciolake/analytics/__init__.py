@@ -1,0 +1,1 @@
+"""Analytics over the Delta tables: views, simulation, report, dashboard and checks."""

@@ -1,0 +1,172 @@
+"""DuckDB, the local engine of the analytics views: the only module that imports duckdb.
+
+DuckDB comes with the ``analytics`` extra; without it, :func:`connect` raises a
+:class:`~ciolake.errors.ConfigurationError` that says so, and nothing else of ciolake needs it.
+The delta extension is loaded from the ``duckdb-ext-delta`` wheel when it is installed, so no
+download is needed. Every connection runs in UTC, so hours and dates never depend on the
+machine's time zone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ciolake.analytics.views import base_statements, view_statements
+from ciolake.errors import ConfigurationError
+
+_MISSING = (
+    "the analytics commands need DuckDB and its delta extension: install the analytics extra"
+    " (pip install 'ciolake[analytics]')"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Rows of a query, with their column names."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as dictionaries keyed by column name."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+class Lake:
+    """A DuckDB connection that knows the ciolake tables (and, once created, the views)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        """Run a statement that returns nothing of interest."""
+        self._connection.execute(sql, list(parameters))
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> Result:
+        """Run a query and fetch every row."""
+        cursor = self._connection.execute(sql, list(parameters))
+        columns = [d[0] for d in cursor.description]
+        return Result(columns, [tuple(row) for row in cursor.fetchall()])
+
+    def create_views(self, tables_uri: str) -> None:
+        """Create the base-table views over the Delta tables, then every analytics view.
+
+        Raises:
+            ConfigurationError: the tables do not exist under ``tables_uri``.
+        """
+        _check_tables(tables_uri)
+        for statement in base_statements(absolute_uri(tables_uri)):
+            self._connection.execute(statement)
+        self.create_analytics_views()
+
+    def create_analytics_views(self) -> None:
+        """Create every analytics view over base tables already known by their plain names."""
+        for statement in view_statements():
+            self._connection.execute(statement)
+
+    def register(self, name: str, table: Any) -> None:
+        """Make an Arrow table queryable as ``name`` (in place of a Delta table)."""
+        self._connection.register(name, table)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _duckdb() -> Any:
+    try:
+        return importlib.import_module("duckdb")
+    except ImportError as exc:
+        raise ConfigurationError(_MISSING) from exc
+
+
+def connect(database: str | Path = ":memory:") -> Lake:
+    """A DuckDB connection with the delta extension loaded, in UTC.
+
+    Args:
+        database: a DuckDB database file, or ``:memory:``.
+
+    Raises:
+        ConfigurationError: DuckDB or its delta extension is not installed.
+    """
+    duckdb = _duckdb()
+    extensions = _wheel_extensions()
+    if extensions is None:
+        connection = duckdb.connect(str(database))
+    else:
+        config = {
+            "extension_directory": str(extensions),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
+        connection = duckdb.connect(str(database), config=config)
+    try:
+        connection.execute("LOAD delta")
+    except duckdb.Error as exc:
+        connection.close()
+        raise ConfigurationError(f"{_MISSING}: {exc}") from exc
+    connection.execute("SET TimeZone = 'UTC'")
+    return Lake(connection)
+
+
+def _wheel_extensions() -> Path | None:
+    """Where the duckdb-ext-delta wheel keeps the extension, if it is installed."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "extensions"
+
+
+def open_lake(tables_uri: str, database: str | Path = ":memory:") -> Lake:
+    """A connection with every view created over the Delta tables under ``tables_uri``.
+
+    Raises:
+        ConfigurationError: DuckDB is missing, or the tables do not exist.
+    """
+    lake = connect(database)
+    try:
+        lake.create_views(tables_uri)
+    except BaseException:
+        lake.close()
+        raise
+    return lake
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def absolute_uri(uri: str) -> str:
+    """A tables location with local paths made absolute, so saved views work from anywhere."""
+    if not _is_local(uri):
+        return uri
+    return str(Path(uri.removeprefix("file://")).resolve())
+
+
+def _check_tables(tables_uri: str) -> None:
+    if not _is_local(tables_uri):
+        return
+    root = Path(absolute_uri(tables_uri))
+    missing = [name for name in ("raw_events", "email_events") if not (root / name).is_dir()]
+    if missing:
+        raise ConfigurationError(
+            f"no ciolake tables under {root} (missing {', '.join(missing)}): start the receiver"
+            " (ciolake serve) or run ciolake simulate first"
+        )
