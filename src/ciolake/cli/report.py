@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +13,7 @@ from rich.table import Table
 from ciolake.analytics import report as headline
 from ciolake.analytics.duck import open_lake
 from ciolake.analytics.funnels import CHANNELS
+from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.errors import ConfigurationError
 from ciolake.settings import load_settings
 
@@ -57,12 +57,8 @@ def report(
     by_day: Annotated[bool, typer.Option("--by-day", help="Cohort rates per send date.")] = False,
     top: Annotated[int, typer.Option(min=1, help="Failure messages per channel.")] = 5,
     hours: Annotated[int, typer.Option(min=1, help="Hours of pipeline health.")] = 24,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env CIOLAKE_DATA_DIR].")
-    ] = None,
-    tables_uri: Annotated[
-        str | None, typer.Option(help="Tables location [env CIOLAKE_TABLES_URI].")
-    ] = None,
+    data_dir: DataDirOption = None,
+    tables_uri: TablesUriOption = None,
 ) -> None:
     """Show cohort-correct rates per channel, top failure reasons and pipeline health."""
     filters = headline.Filters(

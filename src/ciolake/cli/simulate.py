@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +20,7 @@ from ciolake.analytics.simulate import (
     build_history,
     feed,
 )
+from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.errors import ConfigurationError
 from ciolake.settings import Settings, load_settings
 
@@ -37,12 +37,8 @@ def simulate(
         str | None,
         typer.Option(help="First day, YYYY-MM-DD (UTC) [default: DAYS days before today]."),
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env CIOLAKE_DATA_DIR].")
-    ] = None,
-    tables_uri: Annotated[
-        str | None, typer.Option(help="Tables location [env CIOLAKE_TABLES_URI].")
-    ] = None,
+    data_dir: DataDirOption = None,
+    tables_uri: TablesUriOption = None,
     delivery_rate: Annotated[float, typer.Option(**_SHARE, help="delivered / sent.")] = _R.delivery,
     bounce_rate: Annotated[float, typer.Option(**_SHARE, help="bounced / sent.")] = _R.bounce,
     failure_rate: Annotated[
