@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,10 +24,21 @@ from typing import Any
 import duckdb
 import httpx
 
+from ciolake.events.samples import sample_event, schema_by_name, schema_keys
 from ciolake.verify import sign
 
 TEST_KEY = "test-signing-key-0123456789abcdef"
 WEBHOOK_PATH = "/webhooks/customerio"
+
+
+def sample_bodies(count: int, *, seed: int, timestamp: int) -> list[bytes]:
+    """``count`` unique sample bodies cycling through all 69 schemas."""
+    rng = random.Random(seed)
+    keys = schema_keys()
+    return [
+        body_of(sample_event(schema_by_name(keys[i % len(keys)][0]), rng=rng, timestamp=timestamp))
+        for i in range(count)
+    ]
 
 
 def free_port() -> int:

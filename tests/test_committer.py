@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,24 +15,14 @@ from unittest import mock
 
 import pytest
 
-from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.lake.writer import DeltaWriter
 from ciolake.service import Receiver
 from ciolake.settings import Settings
 from ciolake.verify import Verdict
-from tests.support import table_rows
+from tests.support import sample_bodies, table_rows
 
 NOW = 1_790_000_000
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -48,14 +37,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 def make_bodies(count: int, seed: int = 1) -> list[bytes]:
-    rng = random.Random(seed)
-    keys = schema_keys()
-    return [
-        json.dumps(
-            sample_event(schema_by_name(keys[i % len(keys)][0]), rng=rng, timestamp=NOW)
-        ).encode()
-        for i in range(count)
-    ]
+    return sample_bodies(count, seed=seed, timestamp=NOW)
 
 
 async def deliver(receiver: Receiver, bodies: list[bytes]) -> None:

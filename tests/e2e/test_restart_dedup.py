@@ -21,6 +21,7 @@ import pytest
 
 from ciolake.events import target_table
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.tables import CHANNEL_TABLES
 from tests.support import (
     ServerProcess,
     body_of,
@@ -33,16 +34,6 @@ from tests.support import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 DAY = 86_400
 
 

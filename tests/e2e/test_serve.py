@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.tables import CHANNEL_TABLES
 from tests.support import (
     TEST_KEY,
     ServerProcess,
@@ -26,16 +27,6 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 EXAMPLES = json.loads((Path(__file__).parents[1] / "data" / "example-payloads.json").read_text())
 
 

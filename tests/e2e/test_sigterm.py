@@ -11,20 +11,10 @@ import httpx
 import pytest
 
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.tables import CHANNEL_TABLES
 from tests.support import body_of, signed_headers, start_server, table_rows
 
 pytestmark = pytest.mark.e2e
-
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 
 
 def test_sigterm_under_load_commits_every_answered_event(tmp_path: Path) -> None:

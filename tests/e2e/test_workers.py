@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake.tables import CHANNEL_TABLES
 from tests.support import (
     body_of,
     running_server,
@@ -27,17 +28,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 
 
 def bodies(count: int, seed: int) -> list[bytes]:

@@ -16,6 +16,7 @@ from deltalake import DeltaTable
 
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
 from ciolake.lake.maintenance import compact_all, compact_table
+from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.service import Receiver
 from ciolake.settings import Settings
 from ciolake.verify import Verdict
@@ -23,16 +24,6 @@ from tests.support import table_rows
 
 DAY = 86_400
 START = 1_790_000_000 - 1_790_000_000 % DAY
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 
 
 def bodies_over_days(count: int, days: int, seed: int) -> list[bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,14 @@ from typing import Any
 import msgspec
 from deltalake import DeltaTable
 
-from ciolake.events.samples import sample_event, schema_by_name, schema_keys
 from ciolake.lake.replay import Replayer, ReplayRange
+from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.service import Receiver
 from ciolake.settings import Settings
 from ciolake.verify import Verdict
-from tests.support import table_rows
+from tests.support import sample_bodies, table_rows
 
 NOW = 1_790_000_000
-CHANNEL_TABLES = (
-    "customer_events",
-    "email_events",
-    "push_events",
-    "in_app_events",
-    "sms_events",
-    "slack_events",
-    "webhook_events",
-    "whatsapp_events",
-)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -40,14 +29,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 def make_bodies(count: int, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    keys = schema_keys()
-    return [
-        json.dumps(
-            sample_event(schema_by_name(keys[i % len(keys)][0]), rng=rng, timestamp=NOW)
-        ).encode()
-        for i in range(count)
-    ]
+    return sample_bodies(count, seed=seed, timestamp=NOW)
 
 
 def receive(settings: Settings, deliveries: list[tuple[bytes, bool]]) -> None:

@@ -147,6 +147,7 @@ CHANNEL_SPECS: dict[str, TableSpec] = {
     name: TableSpec(name, pa.schema([*COMMON_EVENT_COLUMNS, *extra]), "event_date")
     for name, extra in CHANNEL_EXTRA_COLUMNS.items()
 }
+CHANNEL_TABLES: tuple[str, ...] = tuple(CHANNEL_SPECS)
 ALL_SPECS: dict[str, TableSpec] = {
     RAW_EVENTS: RAW_SPEC,
     **CHANNEL_SPECS,
