@@ -62,6 +62,8 @@ class WorkerIntake:
         self._shared = shared
         self._supervisor_pid = supervisor_pid
         self._unapplied: deque[tuple[int, int]] = deque()
+        self._unapplied_bytes = 0
+        self._healthy: bool | None = None
         self.journal = Journal(
             stream_directory(settings, stream),
             segment_max_bytes=settings.segment_max_bytes,
@@ -75,7 +77,7 @@ class WorkerIntake:
         directory = stream_directory(self.settings, self._stream)
         next_lsn = max(self._next_lsn, highest_lsn(directory) + 1)
         self.journal.open_for_append(next_lsn=next_lsn)
-        self.metrics.journal_healthy.set(1)
+        self._note_health()
 
     async def accept(self, body: bytes, verdict: Verdict) -> None:
         """Journal one delivery; return once it is durable."""
@@ -94,19 +96,25 @@ class WorkerIntake:
 
     def _note_health(self) -> None:
         healthy = self.journal.healthy
+        if healthy is self._healthy:
+            return  # unchanged: spare the per-request shared-memory and metric writes
+        self._healthy = healthy
         self.metrics.journal_healthy.set(float(healthy))
         self._shared.journal_failing[self._stream] = 0 if healthy else self.journal.last_errno
 
     def _on_durable(self, records: list[JournalRecord]) -> None:
-        self._unapplied.extend((r.lsn, len(r.body)) for r in records)
+        for record in records:
+            self._unapplied.append((record.lsn, len(record.body)))
+            self._unapplied_bytes += len(record.body)
         self._shared.durable[self._stream] = records[-1].lsn
         self._refresh_pending_bytes()
 
     def _refresh_pending_bytes(self) -> None:
+        # A running total: this runs on every request, so it must not walk the backlog.
         applied = self._shared.applied[self._stream]
         while self._unapplied and self._unapplied[0][0] <= applied:
-            self._unapplied.popleft()
-        self._shared.pending_bytes[self._stream] = sum(size for _lsn, size in self._unapplied)
+            self._unapplied_bytes -= self._unapplied.popleft()[1]
+        self._shared.pending_bytes[self._stream] = self._unapplied_bytes
 
     def backlog(self) -> tuple[int, int]:
         """Deliveries journaled by any worker and not yet committed: (count, bytes)."""
