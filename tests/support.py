@@ -6,7 +6,6 @@ without sharing our writer's code.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -24,6 +23,7 @@ from typing import Any
 import duckdb
 import httpx
 
+from ciolake.analytics.duck import delta_connection
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
 from ciolake.verify import sign
 
@@ -184,18 +184,7 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
 
 def delta_reader() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the delta extension loaded from the installed wheel, offline."""
-    spec = importlib.util.find_spec("duckdb_ext")
-    assert spec is not None
-    assert spec.submodule_search_locations
-    extensions = Path(next(iter(spec.submodule_search_locations))) / "extensions"
-    connection = duckdb.connect(
-        config={
-            "extension_directory": str(extensions),
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-    )
-    connection.execute("LOAD delta")
+    connection: duckdb.DuckDBPyConnection = delta_connection()
     return connection
 
 

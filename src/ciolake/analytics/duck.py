@@ -106,6 +106,18 @@ def connect(database: str | Path = ":memory:") -> Lake:
     Raises:
         ConfigurationError: DuckDB or its delta extension is not installed.
     """
+    return Lake(delta_connection(database))
+
+
+def delta_connection(database: str | Path = ":memory:") -> Any:
+    """The raw ``duckdb`` connection behind ``connect``: delta extension loaded, in UTC.
+
+    For the tests and the benchmark, which read the tables with DuckDB as an independent
+    Delta reader (delta-kernel, not ciolake's delta-rs writer).
+
+    Raises:
+        ConfigurationError: DuckDB or its delta extension is not installed.
+    """
     duckdb = _duckdb()
     extensions = _wheel_extensions()
     if extensions is None:
@@ -123,7 +135,7 @@ def connect(database: str | Path = ":memory:") -> Lake:
         connection.close()
         raise ConfigurationError(f"{_MISSING}: {exc}") from exc
     connection.execute("SET TimeZone = 'UTC'")
-    return Lake(connection)
+    return connection
 
 
 def _wheel_extensions() -> Path | None:
