@@ -56,7 +56,9 @@ class Metrics:
         self.multiprocess = multiprocess_enabled()
         r = self.registry
         self.received = Counter(
-            "ciolake_requests_received", "Webhook requests received.", registry=r
+            "ciolake_requests_received",
+            "Webhook requests answered: deliveries journaled plus requests rejected.",
+            registry=r,
         )
         self.journaled = Counter(
             "ciolake_deliveries_journaled", "Authentic deliveries durably journaled.", registry=r
@@ -127,6 +129,17 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+
+    def count_journaled(self, deliveries: int) -> None:
+        """Count one group commit's deliveries: once per flush, not per request, because a
+        multiprocess counter update takes a lock and a ``getpid`` call."""
+        self.received.inc(deliveries)
+        self.journaled.inc(deliveries)
+
+    def count_rejected(self, status: int, reason: str) -> None:
+        """Count one request answered ``status`` for ``reason``."""
+        self.received.inc()
+        self.rejected.labels(status=str(status), reason=reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every sample, all processes included."""

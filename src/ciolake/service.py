@@ -104,7 +104,6 @@ class Receiver:
             flags=FLAG_STALE if verdict.stale else 0,
             body=body,
         )
-        self.metrics.journaled.inc()
 
     def backlog(self) -> tuple[int, int]:
         """Deliveries journaled but not yet committed: (count, body bytes)."""
@@ -146,6 +145,7 @@ class Receiver:
         self._writer.close()
 
     def _on_durable(self, records: list[JournalRecord]) -> None:
+        self.metrics.count_journaled(len(records))
         self.committer.submit(records)
 
     def _freshness(self) -> float:

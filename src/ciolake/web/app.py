@@ -8,14 +8,31 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ciolake.analytics.dashboard import dashboard_routes
 from ciolake.service import Intake, Receiver
 from ciolake.settings import Settings
 from ciolake.web import routes
+from ciolake.web.webhook import WEBHOOK_PATHS, WebhookEndpoint
 
 IntakeFactory = Callable[[Settings, Callable[[], float]], Intake]
+
+
+class CiolakeApp(Starlette):
+    """Starlette, except that webhook POSTs go straight to their endpoint (the hot path)."""
+
+    webhook: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = scope["type"] == "http" and scope["path"] in WEBHOOK_PATHS
+        if hot and scope["method"] == "POST":
+            await self.webhook(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _embedded(settings: Settings, clock: Callable[[], float]) -> Intake:
@@ -27,7 +44,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     intake: IntakeFactory = _embedded,
-) -> Starlette:
+) -> CiolakeApp:
     """Build the receiver application.
 
     Args:
@@ -48,10 +65,10 @@ def create_app(
         finally:
             await receiver.close()
 
-    return Starlette(
+    app = CiolakeApp(
         routes=[
-            Route("/webhooks/customerio", routes.receive_webhook, methods=["POST"]),
-            Route("/webhook/customerio", routes.receive_webhook, methods=["POST"]),
+            # Reached for other methods only, to answer them 405.
+            *(Route(path, _unreachable, methods=["POST"]) for path in sorted(WEBHOOK_PATHS)),
             Route("/health", routes.health, methods=["GET"]),
             Route("/ready", routes.ready, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
@@ -59,3 +76,9 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.webhook = WebhookEndpoint(app.state)
+    return app
+
+
+async def _unreachable(request: Request) -> Response:
+    raise AssertionError("CiolakeApp sends webhook POSTs to its WebhookEndpoint")
