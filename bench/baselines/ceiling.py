@@ -1,33 +1,37 @@
-"""The ceiling: a bare Starlette endpoint on uvicorn that reads the body and answers 200.
+"""The ceiling: a bare ASGI endpoint on uvicorn that reads the body and answers 200.
 
-No verification, no journal, no table: what the HTTP stack alone costs.
-Served with ``uvicorn bench.baselines.ceiling:app``.
+No verification, no journal, no table: what the HTTP stack alone costs. It is a bare ASGI app,
+like ciolake's own webhook path (``ciolake.web.webhook``), so the two differ only in the work
+ciolake does. Served with ``uvicorn bench.baselines.ceiling:app``.
 """
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from typing import Any
 
-_ACCEPTED_BODY = b'{"status":"accepted"}'
-
-
-async def receive_webhook(request: Request) -> Response:
-    """Read the whole body (as ciolake does) and answer 200."""
-    await request.body()
-    return Response(_ACCEPTED_BODY, media_type="application/json")
-
-
-async def health(request: Request) -> Response:
-    """Liveness, for the harness's start-up wait."""
-    return JSONResponse({"status": "healthy"})
+_ACCEPTED = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json"), (b"content-length", b"21")],
+}
+_HEALTHY = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json"), (b"content-length", b"20")],
+}
 
 
-app = Starlette(
-    routes=[
-        Route("/webhooks/customerio", receive_webhook, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-    ]
-)
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Read the whole body (as ciolake does) and answer 200; ``GET /health`` for start-up."""
+    if scope["type"] != "http":
+        return  # lifespan: nothing to set up
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    if scope["method"] == "GET":
+        await send(_HEALTHY)
+        await send({"type": "http.response.body", "body": b'{"status":"healthy"}'})
+        return
+    await send(_ACCEPTED)
+    await send({"type": "http.response.body", "body": b'{"status":"accepted"}'})
