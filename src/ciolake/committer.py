@@ -94,6 +94,7 @@ class Committer:
         self._pending_bytes = 0
         self._condition = threading.Condition()
         self._stopping = False
+        self._draining = False
         self._thread: threading.Thread | None = None
         self._versions: dict[str, dict[int, int]] = {}
         self._last_prune = float("-inf")
@@ -138,6 +139,13 @@ class Committer:
                 return self._in_flight[0].received_at_us
             return self._queue[0].received_at_us if self._queue else None
 
+    def drain(self) -> None:
+        """From now on, commit whatever is queued at once instead of waiting to fill batches
+        (at shutdown, while the rest of the journal is handed over)."""
+        with self._condition:
+            self._draining = True
+            self._condition.notify()
+
     def stop(self, *, deadline_s: float) -> bool:
         """Commit everything queued, then stop; give up after ``deadline_s``.
 
@@ -171,7 +179,7 @@ class Committer:
             deadline = last_flush + self._config.flush_interval_s
             while (
                 len(self._queue) < self._config.batch_max_events
-                and not self._stopping
+                and not (self._stopping or self._draining)
                 and (remaining := deadline - time.monotonic()) > 0
             ):
                 self._condition.wait(remaining)

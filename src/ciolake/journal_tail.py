@@ -12,6 +12,9 @@ from pathlib import Path
 
 from ciolake.journal import JournalRecord, recover_segment, scan_segment, segment_paths
 
+# Reads smaller than this would only add system calls.
+_MIN_READ = 1 << 20
+
 
 class JournalTail:
     """Incremental reader of one journal directory."""
@@ -41,37 +44,61 @@ class JournalTail:
         self.retire(applied_lsn)
         return unapplied
 
-    def read_new(self) -> list[JournalRecord]:
-        """Records appended since the last call, in order."""
+    def read_new(self, max_bytes: int | None = None) -> list[JournalRecord]:
+        """Records appended since the last call, in order.
+
+        Args:
+            max_bytes: read about this much at most (always at least one whole record); the
+                rest stays on disk for a later call, so a backlog never has to fit in memory.
+        """
         records: list[JournalRecord] = []
         if self._segment is None:
             first = self._newer_segment()
             if first is None:
                 return records
             self._segment = first
+        budget = max_bytes
         while True:
-            records.extend(self._read_current())
+            # Read the current segment to its end, then once more if a newer one exists: the
+            # writer finished this one before creating that, so the second read sees its end.
             newer = self._newer_segment()
+            chunk, at_end = self._read_current(budget)
+            records.extend(chunk)
+            if budget is not None:
+                budget -= sum(len(r.body) for r in chunk)
+                if not at_end or budget <= 0:
+                    return records
             if newer is None:
                 return records
-            # Finished before the newer one was created: take what was written last.
-            records.extend(self._read_current())
             self._finish_current()
             self._segment, self._offset, self._segment_last_lsn = newer, 0, 0
 
-    def _read_current(self) -> list[JournalRecord]:
+    def _read_current(self, limit: int | None) -> tuple[list[JournalRecord], bool]:
+        """Intact records from the read position, and whether the read reached the file's end.
+
+        A torn record at the end is left unread: in the segment being written it is still
+        being written; in a finished one (a worker died in mid-write) nothing follows it.
+        """
         assert self._segment is not None
+        size = -1 if limit is None else max(limit, _MIN_READ)
         try:
             with self._segment.open("rb") as handle:
                 handle.seek(self._offset)
-                data = handle.read()
+                data = handle.read(size)
+                while size > 0 and not scan_segment(data, self.stream)[0]:
+                    # No whole record yet (one larger than the read): read on to the end.
+                    more = handle.read(size)
+                    if not more:
+                        break
+                    data += more
+                at_end = not handle.read(1)
         except FileNotFoundError:
-            return []
+            return [], True
         records, intact = scan_segment(data, self.stream)
         self._offset += intact
         if records:
             self._segment_last_lsn = records[-1].lsn
-        return records
+        return records, at_end
 
     def _newer_segment(self) -> Path | None:
         for path in segment_paths(self.directory):

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
 from ciolake.errors import BacklogFullError, JournalUnavailableError
+from ciolake.intake import Intake
 from ciolake.journal import FLAG_STALE, Journal, JournalRecord
 from ciolake.lake.writer import DeltaWriter
 from ciolake.locks import FileLock, commit_lock_path
@@ -22,28 +22,6 @@ logger = logging.getLogger(__name__)
 
 # One failed commit can be a blip; three in a row (about 3.5 s of retries) is an outage.
 _FAILURES_BEFORE_UNREADY = 3
-
-
-class Intake(Protocol):
-    """What the request path talks to: accept a verified delivery, durably, or refuse it."""
-
-    settings: Settings
-    metrics: Metrics
-
-    def open(self) -> None:
-        """Get ready to accept deliveries (blocking; run in a thread)."""
-
-    async def accept(self, body: bytes, verdict: Verdict) -> None:
-        """Journal one delivery; raise BacklogFullError or JournalUnavailableError."""
-
-    def readiness(self) -> tuple[bool, str]:
-        """Whether deliveries can be accepted now, and why not."""
-
-    def backlog(self) -> tuple[int, int]:
-        """Deliveries journaled but not committed: (count, body bytes)."""
-
-    async def close(self) -> None:
-        """Stop accepting and release everything."""
 
 
 class Receiver:
@@ -153,4 +131,4 @@ class Receiver:
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
 
 
-__all__ = ["JournalUnavailableError", "Receiver"]
+__all__ = ["Intake", "JournalUnavailableError", "Receiver"]

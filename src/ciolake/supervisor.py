@@ -1,10 +1,10 @@
 """``ciolake serve``: one supervisor process, N worker processes, one committer.
 
-The supervisor binds the socket, recovers every journal stream, starts the committer, then
-spawns the workers, which share the socket. Workers verify, journal (each its own stream) and
-answer; the supervisor tails the streams and commits. On SIGTERM it stops the workers (they
-finish in-flight requests and flush), reads what they journaled last, commits it all, and
-exits 0.
+The supervisor binds one listening socket per worker on the port (SO_REUSEPORT), recovers every
+journal stream, starts the committer, then spawns the workers. Workers verify, journal (each its
+own stream) and answer; the supervisor tails the streams and commits. On SIGTERM it stops the
+workers (they finish in-flight requests and flush), reads what they journaled last, commits it
+all, and exits 0.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ from ciolake.worker import run_worker, stream_directory
 logger = logging.getLogger(__name__)
 
 _TAIL_INTERVAL_S = 0.02
+# At most this much of the journal is read ahead into the committer's queue (32 MiB: about
+# 10,000 typical deliveries, two batches); the rest of a backlog waits on disk.
+_QUEUED_BYTES_MAX = 32 * 1024 * 1024
 _WORKER_STOP_S = 5.0
 
 
@@ -97,7 +100,7 @@ class Supervisor:
             lock=FileLock(commit_lock_path(settings.state_dir)),
         )
         self.committer.start(recovered, versions)
-        self._socket = _bind(settings.host, settings.port)
+        self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
         self._tailer = threading.Thread(target=self._tail_loop, name="ciolake-tail", daemon=True)
         self._tailer.start()
         if settings.compact_interval_s > 0:
@@ -149,7 +152,7 @@ class Supervisor:
                 "settings": self.settings,
                 "stream": stream,
                 "next_lsn": next_lsn,
-                "sock": self._socket,
+                "sock": self._sockets[stream],
                 "shared": self.shared,
                 "supervisor_pid": os.getpid(),
             },
@@ -164,14 +167,28 @@ class Supervisor:
             self._stop.wait(_TAIL_INTERVAL_S)
 
     def _tail_once(self) -> None:
-        for tail in list(self._tails.values()):
-            records = tail.read_new()
+        tails = list(self._tails.values())
+        # Deliveries wait on disk, not in memory, while the committer has enough queued.
+        room = _QUEUED_BYTES_MAX - self.committer.backlog()[1]
+        for tail in tails:
+            if room <= 0:
+                break
+            records = tail.read_new(max_bytes=max(1, room // len(tails)))
             if records:
                 self.committer.submit(records)
         self._publish_gauges()
 
+    def _feed_committer_until(self, deadline: float) -> None:
+        """Hand the committer every journaled delivery, a bounded chunk at a time."""
+        self.committer.drain()
+        while time.monotonic() < deadline:
+            self._tail_once()
+            if self.shared.backlog()[0] == 0 or not self.committer.alive:
+                return
+            time.sleep(_TAIL_INTERVAL_S)
+
     def _publish_gauges(self) -> None:
-        count, _size = self.committer.backlog()
+        count, _size = self.shared.backlog()
         self.metrics.backlog_events.set(count)
         oldest = self.committer.oldest_pending_us()
         age = 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
@@ -216,11 +233,12 @@ class Supervisor:
             if process.is_alive():
                 process.kill()
                 process.join()
-        self._socket.close()
+        for sock in self._sockets:
+            sock.close()
         self._tailer.join()
-        self._tail_once()
-        drain_s = max(1.0, self.settings.shutdown_drain_s - (time.monotonic() - started))
-        drained = self.committer.stop(deadline_s=drain_s)
+        deadline = started + max(1.0, self.settings.shutdown_drain_s)
+        self._feed_committer_until(deadline)
+        drained = self.committer.stop(deadline_s=max(0.1, deadline - time.monotonic()))
         logger.info(
             "committer stopped",
             extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
@@ -231,10 +249,27 @@ class Supervisor:
         return 0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind_all(host: str, port: int, *, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on one port (SO_REUSEPORT).
+
+    The kernel spreads new connections over the sockets evenly; with one shared socket, the
+    worker that wakes first accepts a whole burst and the others idle. The supervisor keeps
+    every socket, so a restarted worker takes over its predecessor's queue of connections.
+    """
+    # A plain bind first: it fails if anything listens on the port already, even another
+    # ciolake, which SO_REUSEPORT alone would let join in silently.
+    probe = _listening_socket(host, port, reuse_port=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return [_listening_socket(host, port, reuse_port=True) for _ in range(count)]
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

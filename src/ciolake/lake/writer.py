@@ -12,12 +12,21 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from ciolake.errors import TableWriteError
+from ciolake.lake.files import write_files
 from ciolake.lake.tables import ALL_SPECS
+
+
+def local_directory(uri: str) -> Path | None:
+    """The directory of a table location on the local filesystem, or None for object stores."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
 
 
 def app_id(stream: int) -> str:
@@ -30,6 +39,7 @@ class DeltaWriter:
 
     def __init__(self, tables_uri: str, *, storage_options: dict[str, str] | None = None) -> None:
         self._root = tables_uri.rstrip("/")
+        self._local_root = local_directory(self._root)
         self._storage_options = storage_options
         self._tables: dict[str, DeltaTable] = {}
         self._lock = threading.Lock()
@@ -90,14 +100,29 @@ class DeltaWriter:
     def _append(self, name: str, rows: pa.Table, versions: Mapping[int, int]) -> float:
         started = time.monotonic()
         transactions = [Transaction(app_id(k), v) for k, v in sorted(versions.items())]
-        write_deltalake(
-            self._tables[name],
-            rows,
+        commit = CommitProperties(app_transactions=transactions)
+        spec = ALL_SPECS[name]
+        table = self._tables[name]
+        if self._local_root is None:
+            write_deltalake(
+                table,
+                rows,
+                mode="append",
+                partition_by=[spec.partition_by],
+                commit_properties=commit,
+                storage_options=self._storage_options,
+            )
+            return time.monotonic() - started
+        # Local tables: pyarrow writes the files (see lake/files.py), delta-rs commits them.
+        actions = write_files(self._local_root / name, rows, partition_by=spec.partition_by)
+        table.create_write_transaction(
+            actions,
             mode="append",
-            partition_by=[ALL_SPECS[name].partition_by],
-            commit_properties=CommitProperties(app_transactions=transactions),
-            storage_options=self._storage_options,
+            schema=spec.schema,
+            partition_by=[spec.partition_by],
+            commit_properties=commit,
         )
+        table.update_incremental()
         return time.monotonic() - started
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ciolake.analytics.dashboard import dashboard_routes
-from ciolake.service import Intake, Receiver
+from ciolake.intake import Intake
 from ciolake.settings import Settings
 from ciolake.web import routes
 from ciolake.web.webhook import WEBHOOK_PATHS, WebhookEndpoint
@@ -36,6 +36,9 @@ class CiolakeApp(Starlette):
 
 
 def _embedded(settings: Settings, clock: Callable[[], float]) -> Intake:
+    # Imported here: worker processes pass their own intake and never load the committer.
+    from ciolake.service import Receiver  # noqa: PLC0415
+
     return Receiver(settings, clock=clock)
 
 

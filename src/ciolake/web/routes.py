@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ciolake import __version__
-from ciolake.service import Intake
+from ciolake.intake import Intake
 
 logger = logging.getLogger("ciolake.web")
 

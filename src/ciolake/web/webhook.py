@@ -16,7 +16,7 @@ from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from ciolake.errors import BacklogFullError, JournalUnavailableError, VerificationError
-from ciolake.service import Intake
+from ciolake.intake import Intake
 from ciolake.verify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 logger = logging.getLogger("ciolake.web")
