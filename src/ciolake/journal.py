@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ciolake.errors import JournalUnavailableError
+from ciolake.fsync import fsync_directory
 
 _HEADER = struct.Struct("<II")
 _FIXED = struct.Struct("<QqqB")
@@ -264,7 +265,7 @@ class Journal:
         path = self._directory / f"{first_lsn:020d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
         # The new name must be durable too, or a crash could lose the whole file.
-        _fsync_directory(self._directory)
+        fsync_directory(self._directory)
         self._fd, self._size = fd, 0
         self._active = _Segment(path, None)
 
@@ -309,11 +310,3 @@ class Journal:
         """Segments on disk, the one being written included."""
         with self._lock:
             return len(self._closed_segments) + (self._active is not None)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

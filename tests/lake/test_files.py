@@ -19,7 +19,7 @@ import pytest
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 
-from ciolake.lake.files import file_stats, write_files
+from ciolake.lake.files import DataFile, file_stats, write_files
 from ciolake.lake.tables import RAW_EVENTS, RAW_SPEC
 from ciolake.lake.writer import DeltaWriter, app_id
 from tests.support import delta_reader, table_rows
@@ -104,10 +104,8 @@ def two_days(count: int) -> list[tuple[dt.datetime, dt.date | None]]:
     return moments
 
 
-def adds(actions: list[Any]) -> list[AddAction]:
-    found = [action for action in actions if isinstance(action, AddAction)]
-    assert len(found) == len(actions)
-    return found
+def adds(files: list[DataFile]) -> list[AddAction]:
+    return [data_file.add_action() for data_file in files]
 
 
 # --- Through DeltaWriter, read back by DuckDB ----------------------------------------------

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake.transaction import AddAction, RemoveAction
+from deltalake.transaction import AddAction
+
+from ciolake.fsync import fsync_directory
 
 # Delta's default number of leading columns with statistics.
 STATS_COLUMNS = 32
@@ -30,10 +34,40 @@ _MAX_STAT_STRING = 32
 _COMPRESSION = "snappy"
 
 
+@dataclass(frozen=True, slots=True)
+class DataFile:
+    """One data file written for a commit: what its ``add`` action says."""
+
+    path: str
+    size: int
+    partition_values: dict[str, str | None]
+    modification_time: int
+    stats: str
+
+    def add_entry(self) -> dict[str, Any]:
+        """The file's ``add`` action as a Delta log line."""
+        return {
+            "add": {
+                "path": self.path,
+                "partitionValues": self.partition_values,
+                "size": self.size,
+                "modificationTime": self.modification_time,
+                "dataChange": True,
+                "stats": self.stats,
+            }
+        }
+
+    def add_action(self) -> AddAction:
+        """The same, for ``DeltaTable.create_write_transaction``."""
+        return AddAction(
+            self.path, self.size, self.partition_values, self.modification_time, True, self.stats
+        )
+
+
 def write_files(
     table_root: Path, rows: pa.Table, *, partition_by: str, now: float | None = None
-) -> list[AddAction | RemoveAction]:
-    """Write ``rows`` as one Parquet file per value of ``partition_by``; return the actions.
+) -> list[DataFile]:
+    """Write ``rows`` as one Parquet file per value of ``partition_by``, each synced to disk.
 
     Args:
         table_root: the Delta table's directory.
@@ -43,25 +77,36 @@ def write_files(
     """
     stamp = int((time.time() if now is None else now) * 1000)
     values = pc.unique(rows.column(partition_by)).to_pylist()
-    actions: list[AddAction | RemoveAction] = []
+    files: list[DataFile] = []
     for value in values:
         data = _partition(rows, partition_by, value, alone=len(values) == 1)
         name = f"part-00000-{uuid.uuid4()}-c000.{_COMPRESSION}.parquet"
         relative = f"{partition_by}={_partition_directory(value)}/{name}"
         path = table_root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, path, compression=_COMPRESSION)
-        actions.append(
-            AddAction(
+        _write_parquet(path, data)
+        files.append(
+            DataFile(
                 relative,
                 path.stat().st_size,
                 {partition_by: _partition_text(value)},
                 stamp,
-                True,
                 json.dumps(file_stats(data)),
             )
         )
-    return actions
+    return files
+
+
+def _write_parquet(path: Path, data: pa.Table) -> None:
+    # Synced: the journal is deleted once the commit is in, so the files must outlive a crash.
+    new_directory = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pq.write_table(data, handle, compression=_COMPRESSION)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_directory(path.parent)
+    if new_directory:
+        fsync_directory(path.parent.parent)
 
 
 def file_stats(data: pa.Table) -> dict[str, Any]:

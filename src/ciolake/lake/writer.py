@@ -19,6 +19,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from ciolake.errors import TableWriteError
 from ciolake.lake.files import write_files
+from ciolake.lake.log import LocalDeltaLog, MetadataChangedError
 from ciolake.lake.tables import ALL_SPECS
 
 
@@ -42,6 +43,7 @@ class DeltaWriter:
         self._local_root = local_directory(self._root)
         self._storage_options = storage_options
         self._tables: dict[str, DeltaTable] = {}
+        self._logs: dict[str, LocalDeltaLog] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ciolake-delta")
 
@@ -52,12 +54,15 @@ class DeltaWriter:
     def ensure_tables(self) -> None:
         """Create every table that does not exist yet, with its schema and partitioning."""
         for name, spec in ALL_SPECS.items():
-            self._tables[name] = DeltaTable.create(
-                self.table_uri(name),
-                spec.schema,
-                mode="ignore",
-                partition_by=[spec.partition_by],
-                storage_options=self._storage_options,
+            self._track(
+                name,
+                DeltaTable.create(
+                    self.table_uri(name),
+                    spec.schema,
+                    mode="ignore",
+                    partition_by=[spec.partition_by],
+                    storage_options=self._storage_options,
+                ),
             )
 
     def committed_versions(self, streams: Iterable[int]) -> dict[str, dict[int, int]]:
@@ -66,9 +71,14 @@ class DeltaWriter:
         versions: dict[str, dict[int, int]] = {}
         for name in ALL_SPECS:
             table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
-            self._tables[name] = table
+            self._track(name, table)
             versions[name] = {k: table.transaction_version(app_id(k)) or 0 for k in wanted}
         return versions
+
+    def _track(self, name: str, table: DeltaTable) -> None:
+        self._tables[name] = table
+        if self._local_root is not None:
+            self._logs[name] = LocalDeltaLog(self._local_root / name, version=table.version())
 
     def append_all(
         self, batches: Mapping[str, pa.Table], *, versions: Mapping[int, int]
@@ -113,16 +123,28 @@ class DeltaWriter:
                 storage_options=self._storage_options,
             )
             return time.monotonic() - started
-        # Local tables: pyarrow writes the files (see lake/files.py), delta-rs commits them.
-        actions = write_files(self._local_root / name, rows, partition_by=spec.partition_by)
-        table.create_write_transaction(
-            actions,
-            mode="append",
-            schema=spec.schema,
-            partition_by=[spec.partition_by],
-            commit_properties=commit,
-        )
-        table.update_incremental()
+        # Local tables: pyarrow writes the files (lake/files.py), and the commit is one JSON
+        # file in the log (lake/log.py); delta-rs takes over if the metadata changed meanwhile.
+        files = write_files(self._local_root / name, rows, partition_by=spec.partition_by)
+        pairs = [(t.app_id, t.version) for t in transactions]
+        try:
+            self._logs[name].append(
+                files,
+                transactions=pairs,
+                partition_by=spec.partition_by,
+                now_ms=int(time.time() * 1000),
+            )
+        except MetadataChangedError:
+            table = DeltaTable(self.table_uri(name))
+            table.create_write_transaction(
+                [f.add_action() for f in files],
+                mode="append",
+                schema=spec.schema,
+                partition_by=[spec.partition_by],
+                commit_properties=commit,
+            )
+            table.update_incremental()
+            self._track(name, table)
         return time.monotonic() - started
 
     def close(self) -> None:
