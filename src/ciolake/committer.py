@@ -1,10 +1,11 @@
 """The committer: moves journaled deliveries into the Delta tables, in batches, exactly once.
 
 It runs on its own thread. A batch is taken at most once per flush interval (or as soon as
-``batch_max_events`` deliveries wait), decoded, deduplicated, and written with one commit per
-table. Then the dedup index records the batch's ids and its last sequence number, and journal
-segments wholly below that number are deleted. A crash anywhere in between is repaired at the
-next start: each table's app transaction says which deliveries it holds already.
+``batch_max_events`` deliveries or ``batch_max_bytes`` of bodies wait), decoded, deduplicated,
+and written with one commit per table. Then the dedup index records the batch's ids and its
+last sequence number, and journal segments wholly below that number are deleted. A crash
+anywhere in between is repaired at the next start: each table's app transaction says which
+deliveries it holds already.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ciolake.journal import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
+from ciolake.memory import return_free_memory, use_system_allocator
 from ciolake.metrics import Metrics
 from ciolake.settings import Settings
 
@@ -42,6 +44,7 @@ class CommitterConfig:
 
     flush_interval_s: float
     batch_max_events: int
+    batch_max_bytes: int
     timestamp_tolerance_s: int
 
     @classmethod
@@ -50,6 +53,7 @@ class CommitterConfig:
         return cls(
             flush_interval_s=settings.flush_interval_s,
             batch_max_events=settings.batch_max_events,
+            batch_max_bytes=settings.batch_max_bytes,
             timestamp_tolerance_s=settings.timestamp_tolerance_s,
         )
 
@@ -92,6 +96,7 @@ class Committer:
         self._queue: deque[JournalRecord] = deque()
         self._in_flight: list[JournalRecord] = []
         self._pending_bytes = 0
+        self._queued_bytes = 0
         self._condition = threading.Condition()
         self._stopping = False
         self._draining = False
@@ -112,6 +117,7 @@ class Committer:
             versions: per table and journal stream, the last sequence number it holds.
         """
         self._versions = {table: dict(streams) for table, streams in versions.items()}
+        use_system_allocator()
         self.submit(recovered)
         self._thread = threading.Thread(target=self._run, name="ciolake-committer", daemon=True)
         self._thread.start()
@@ -123,9 +129,18 @@ class Committer:
         with self._condition:
             was_empty = not self._queue
             self._queue.extend(records)
-            self._pending_bytes += sum(len(r.body) for r in records)
-            if was_empty or len(self._queue) >= self._config.batch_max_events:
+            size = sum(len(r.body) for r in records)
+            self._pending_bytes += size
+            self._queued_bytes += size
+            if was_empty or self._batch_ready():
                 self._condition.notify()
+
+    def _batch_ready(self) -> bool:
+        config = self._config
+        return (
+            len(self._queue) >= config.batch_max_events
+            or self._queued_bytes >= config.batch_max_bytes
+        )
 
     def backlog(self) -> tuple[int, int]:
         """Deliveries journaled but not yet committed: (count, body bytes)."""
@@ -178,16 +193,28 @@ class Committer:
                 self._condition.wait()
             deadline = last_flush + self._config.flush_interval_s
             while (
-                len(self._queue) < self._config.batch_max_events
+                not self._batch_ready()
                 and not (self._stopping or self._draining)
                 and (remaining := deadline - time.monotonic()) > 0
             ):
                 self._condition.wait(remaining)
             if not self._queue:
                 return None
-            size = min(len(self._queue), self._config.batch_max_events)
-            self._in_flight = [self._queue.popleft() for _ in range(size)]
+            self._in_flight = self._take_batch()
             return self._in_flight
+
+    def _take_batch(self) -> list[JournalRecord]:
+        """The oldest queued deliveries, up to either bound (always at least one)."""
+        batch: list[JournalRecord] = []
+        size = 0
+        while self._queue and len(batch) < self._config.batch_max_events:
+            body_size = len(self._queue[0].body)
+            if batch and size + body_size > self._config.batch_max_bytes:
+                break
+            batch.append(self._queue.popleft())
+            size += body_size
+        self._queued_bytes -= size
+        return batch
 
     def _apply_with_retries(self, batch: list[JournalRecord]) -> bool:
         """Apply a batch, retrying until it succeeds; False if stopping first.
@@ -259,6 +286,8 @@ class Committer:
             self._retire(stream, lsn)
         self._maybe_prune()
         self._count(plan, seconds, time.monotonic() - started)
+        del plan
+        return_free_memory()
 
     def _plan(self, batch: list[JournalRecord]) -> _Plan:
         decoded = [(record, decode_event(record.body)) for record in batch]

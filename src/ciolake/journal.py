@@ -72,16 +72,16 @@ def scan_segment(data: bytes, stream: int = 0) -> tuple[list[JournalRecord], int
     """
     records: list[JournalRecord] = []
     offset = 0
+    view = memoryview(data)
     while offset + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, offset)
         start, end = offset + _HEADER.size, offset + _HEADER.size + length
         if length < _FIXED.size or length > _MAX_PAYLOAD or end > len(data):
             break
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
+        if zlib.crc32(view[start:end]) != crc:
             break
-        lsn, received_at_us, x_cio_timestamp, flags = _FIXED.unpack_from(payload)
-        body = payload[_FIXED.size :]
+        lsn, received_at_us, x_cio_timestamp, flags = _FIXED.unpack_from(data, start)
+        body = bytes(view[start + _FIXED.size : end])  # the one copy: the body outlives ``data``
         records.append(JournalRecord(lsn, received_at_us, x_cio_timestamp, flags, body, stream))
         offset = end
     return records, offset

@@ -25,6 +25,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 4_194_304
     flush_interval_s: float = 1.0
     batch_max_events: int = 5_000
+    batch_max_bytes: int = 8 * 1024 * 1024
     max_backlog_events: int = 100_000
     max_backlog_bytes: int = 256 * 1024 * 1024
     segment_max_bytes: int = 64 * 1024 * 1024
@@ -68,6 +69,7 @@ _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_MAX_BODY_BYTES": "max_body_bytes",
     "CIOLAKE_FLUSH_INTERVAL_S": "flush_interval_s",
     "CIOLAKE_BATCH_MAX_EVENTS": "batch_max_events",
+    "CIOLAKE_BATCH_MAX_BYTES": "batch_max_bytes",
     "CIOLAKE_MAX_BACKLOG_EVENTS": "max_backlog_events",
     "CIOLAKE_MAX_BACKLOG_BYTES": "max_backlog_bytes",
     "CIOLAKE_SEGMENT_MAX_BYTES": "segment_max_bytes",
@@ -125,6 +127,7 @@ def _check_ranges(settings: Settings) -> None:
         "max_body_bytes": settings.max_body_bytes,
         "flush_interval_s": settings.flush_interval_s,
         "batch_max_events": settings.batch_max_events,
+        "batch_max_bytes": settings.batch_max_bytes,
         "max_backlog_events": settings.max_backlog_events,
         "segment_max_bytes": settings.segment_max_bytes,
         "dedup_window_days": settings.dedup_window_days,

@@ -36,9 +36,9 @@ from ciolake.worker import run_worker, stream_directory
 logger = logging.getLogger(__name__)
 
 _TAIL_INTERVAL_S = 0.02
-# At most this much of the journal is read ahead into the committer's queue (32 MiB: about
-# 10,000 typical deliveries, two batches); the rest of a backlog waits on disk.
-_QUEUED_BYTES_MAX = 32 * 1024 * 1024
+# The journal is read ahead into the committer's queue by up to two batches' worth of bodies
+# (the batch being written, and the next); the rest of a backlog waits on disk.
+_READ_AHEAD_BATCHES = 2
 _WORKER_STOP_S = 5.0
 
 
@@ -169,7 +169,7 @@ class Supervisor:
     def _tail_once(self) -> None:
         tails = list(self._tails.values())
         # Deliveries wait on disk, not in memory, while the committer has enough queued.
-        room = _QUEUED_BYTES_MAX - self.committer.backlog()[1]
+        room = _READ_AHEAD_BATCHES * self.settings.batch_max_bytes - self.committer.backlog()[1]
         for tail in tails:
             if room <= 0:
                 break

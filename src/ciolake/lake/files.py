@@ -32,6 +32,8 @@ STATS_COLUMNS = 32
 # Longer strings get no min/max: a truncated max would be below the real one.
 _MAX_STAT_STRING = 32
 _COMPRESSION = "snappy"
+# Above this mean length a string column is written without a dictionary.
+_LONG_TEXT_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +103,36 @@ def _write_parquet(path: Path, data: pa.Table) -> None:
     new_directory = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
-        pq.write_table(data, handle, compression=_COMPRESSION)
+        pq.write_table(
+            data, handle, compression=_COMPRESSION, use_dictionary=dictionary_columns(data)
+        )
         handle.flush()
         os.fsync(handle.fileno())
     fsync_directory(path.parent)
     if new_directory:
         fsync_directory(path.parent.parent)
+
+
+def dictionary_columns(data: pa.Table) -> list[str]:
+    """Columns worth dictionary encoding: all but long text (bodies, payloads, content).
+
+    Long, mostly distinct strings gain nothing from a dictionary, and building one held twice
+    their size in memory: for a batch's ``body`` column, 32 MiB kept after the write.
+    """
+    return [
+        field.name
+        for field in data.schema
+        if not _is_string(field.type) or _mean_bytes(data.column(field.name)) <= _LONG_TEXT_BYTES
+    ]
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _mean_bytes(column: pa.ChunkedArray) -> float:
+    size: int = column.nbytes
+    return size / max(1, len(column))
 
 
 def file_stats(data: pa.Table) -> dict[str, Any]:
