@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +21,15 @@ from deltalake.transaction import AddAction
 
 from ciolake.lake.files import DataFile, file_stats, write_files
 from ciolake.lake.tables import RAW_EVENTS, RAW_SPEC
-from ciolake.lake.writer import DeltaWriter, app_id
+from ciolake.lake.writer import app_id
+from tests.lake.conftest import WriterFactory, raw_event_row
 from tests.support import delta_reader, table_rows
 
 UTC = dt.UTC
 DAY_ONE = dt.date(2024, 5, 1)
 DAY_TWO = dt.date(2024, 5, 2)
 
-WriterFactory = Callable[[], DeltaWriter]
 RowsFactory = Callable[..., list[dict[str, Any]]]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def make_writer(data_dir: Path) -> Iterator[WriterFactory]:
-    """Writers over ``data_dir/tables`` with every table created; closed at teardown."""
-    made: list[DeltaWriter] = []
-
-    def make() -> DeltaWriter:
-        writer = DeltaWriter(str(data_dir / "tables"))
-        made.append(writer)
-        writer.ensure_tables()
-        return writer
-
-    yield make
-    for writer in made:
-        writer.close()
 
 
 @pytest.fixture
@@ -63,20 +42,8 @@ def make_raw_rows() -> RowsFactory:
         rows = []
         for offset, (received_at, received_date) in enumerate(moments):
             lsn = first_lsn + offset
-            rows.append(
-                {
-                    "received_at": received_at,
-                    "received_date": received_date,
-                    "event_id": f"01HZEVENT{lsn:017d}",
-                    "object_type": "email",
-                    "metric": "delivered" if lsn % 2 else "opened",
-                    "body": json.dumps({"event_id": lsn}),
-                    "body_base64": None,
-                    "x_cio_timestamp": int(received_at.timestamp()),
-                    "journal_stream": 0,
-                    "journal_lsn": lsn,
-                }
-            )
+            metric = "delivered" if lsn % 2 else "opened"
+            rows.append(raw_event_row(lsn, received_at, received_date, metric=metric))
         return rows
 
     return make

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import ciolake.lake.log
 from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.log import LocalDeltaLog, MetadataChangedError
 from ciolake.lake.tables import RAW_EVENTS, RAW_SPEC
-from ciolake.lake.writer import DeltaWriter, app_id
+from ciolake.lake.writer import app_id
+from tests.lake.conftest import WriterFactory, raw_event_row
 from tests.support import table_rows
 
 TABLE = "events"
@@ -38,11 +39,6 @@ TableFactory = Callable[[], Path]
 RowsFactory = Callable[..., list[dict[str, Any]]]
 FilesFactory = Callable[[Path, list[dict[str, Any]]], list[DataFile]]
 OtherWriter = Callable[[Path, RowsFactory], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
 
 
 @pytest.fixture
@@ -302,41 +298,12 @@ def test_the_error_repeats_until_the_log_is_reread(
 # --- Through DeltaWriter -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def make_writer(data_dir: Path) -> Iterator[Callable[[], DeltaWriter]]:
-    """Writers over ``data_dir/tables`` with every table created; closed at teardown."""
-    made: list[DeltaWriter] = []
-
-    def make() -> DeltaWriter:
-        writer = DeltaWriter(str(data_dir / "tables"))
-        made.append(writer)
-        writer.ensure_tables()
-        return writer
-
-    yield make
-    for writer in made:
-        writer.close()
-
-
 def raw_rows(first: int, count: int) -> list[dict[str, Any]]:
     rows = []
     for lsn in range(first, first + count):
         day = DAY_ONE if lsn % 2 else DAY_TWO
         received_at = dt.datetime(day.year, day.month, day.day, 9, 0, lsn % 60, tzinfo=dt.UTC)
-        rows.append(
-            {
-                "received_at": received_at,
-                "received_date": day,
-                "event_id": f"01HZEVENT{lsn:017d}",
-                "object_type": "email",
-                "metric": "delivered",
-                "body": json.dumps({"event_id": lsn}),
-                "body_base64": None,
-                "x_cio_timestamp": int(received_at.timestamp()),
-                "journal_stream": 0,
-                "journal_lsn": lsn,
-            }
-        )
+        rows.append(raw_event_row(lsn, received_at, day, metric="delivered"))
     return rows
 
 
@@ -345,7 +312,7 @@ def read_raw(data_dir: Path) -> list[dict[str, Any]]:
 
 
 def test_the_writer_falls_back_to_delta_rs_after_a_metadata_change_and_then_resumes(
-    data_dir: Path, make_writer: Callable[[], DeltaWriter]
+    data_dir: Path, make_writer: WriterFactory
 ) -> None:
     writer = make_writer()
     uri = writer.table_uri(RAW_EVENTS)
