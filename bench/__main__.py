@@ -19,7 +19,7 @@ from bench.servers import REPO_ROOT, ServerError
 QUICK_PHASE_S = 8.0
 FULL_PHASE_S = 30.0
 # Unique events per CPU and per second of saturation phase; the pool starts over past it.
-SATURATION_POOL_PER_CPU_S = 3_000
+SATURATION_POOL_PER_CPU_S = 5_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -297,12 +297,17 @@ def _rss_note(results: dict[str, Any]) -> str:
     if not check:
         return "1,000,000-event RSS check: not run (quick mode)."
     return (
-        f"RSS check, {check['events']:,} unique events at saturation into a fresh ciolake: "
-        f"{check['journaled']:,} events journaled in {check['load_s']:.0f} s "
+        f"RSS check, {check['events']:,} unique events at {_target(check)} into a fresh "
+        f"ciolake: {check['journaled']:,} events journaled in {check['load_s']:.0f} s "
         f"({check['events_per_s']:,.0f}/s); peak RSS {check['peak_rss_mib']:,.0f} MiB "
         f"(PSS {check['peak_pss_mib']:,.0f} MiB) over {check['processes']} processes, "
         f"{check['rss_after_drain_mib']:,.0f} MiB RSS after the backlog drained."
     )
+
+
+def _target(check: dict[str, Any]) -> str:
+    rate = check.get("target_rate")
+    return "saturation" if rate is None else f"{rate:,.0f}/s (60 % of saturation)"
 
 
 def _replay_note(results: dict[str, Any]) -> str:
