@@ -279,7 +279,9 @@ class Committer:
         plan = self._plan(batch)
         seconds = self._writer.append_all(plan.tables, versions=last_lsns)
         for name in plan.tables:
-            self._versions[name].update(last_lsns)
+            held = self._versions[name]
+            # Never lower: a recovered batch can end below what a table already holds.
+            held.update({k: max(lsn, held.get(k, 0)) for k, lsn in last_lsns.items()})
         self._dedup.record(plan.seen, applied=last_lsns)
         self._on_applied(last_lsns)
         for stream, lsn in last_lsns.items():

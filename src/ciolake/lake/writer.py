@@ -44,6 +44,8 @@ class DeltaWriter:
         self._storage_options = storage_options
         self._tables: dict[str, DeltaTable] = {}
         self._logs: dict[str, LocalDeltaLog] = {}
+        # Per table and stream, the highest transaction version committed or read.
+        self._txn: dict[str, dict[int, int]] = {}
         self._lock = threading.Lock()
         # Two commits at a time: more buy no speed on a small machine, and each writer thread
         # keeps its own heap (four held 60 MiB more than one between batches).
@@ -75,6 +77,7 @@ class DeltaWriter:
             table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
             self._track(name, table)
             versions[name] = {k: table.transaction_version(app_id(k)) or 0 for k in wanted}
+            self._txn[name] = dict(versions[name])
         return versions
 
     def _track(self, name: str, table: DeltaTable) -> None:
@@ -111,6 +114,11 @@ class DeltaWriter:
 
     def _append(self, name: str, rows: pa.Table, versions: Mapping[int, int]) -> float:
         started = time.monotonic()
+        # A table's transaction version never goes down: after a crash, a batch of recovered
+        # deliveries may end below what the table already holds (the dedup watermark lags the
+        # tables), and a lower version would make the next batch write those deliveries again.
+        known = self._txn.setdefault(name, {})
+        versions = {k: max(v, known.get(k, 0)) for k, v in versions.items()}
         transactions = [Transaction(app_id(k), v) for k, v in sorted(versions.items())]
         commit = CommitProperties(app_transactions=transactions)
         spec = ALL_SPECS[name]
@@ -124,6 +132,7 @@ class DeltaWriter:
                 commit_properties=commit,
                 storage_options=self._storage_options,
             )
+            known.update(versions)
             return time.monotonic() - started
         # Local tables: pyarrow writes the files (lake/files.py), and the commit is one JSON
         # file in the log (lake/log.py); delta-rs takes over if the metadata changed meanwhile.
@@ -147,6 +156,7 @@ class DeltaWriter:
             )
             table.update_incremental()
             self._track(name, table)
+        known.update(versions)
         return time.monotonic() - started
 
     def close(self) -> None:
