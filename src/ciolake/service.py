@@ -10,7 +10,6 @@ from collections.abc import Callable
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
 from ciolake.errors import BacklogFullError, JournalUnavailableError
-from ciolake.intake import Intake
 from ciolake.journal import FLAG_STALE, Journal, JournalRecord
 from ciolake.lake.writer import DeltaWriter
 from ciolake.locks import FileLock, commit_lock_path
@@ -131,4 +130,4 @@ class Receiver:
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
 
 
-__all__ = ["Intake", "JournalUnavailableError", "Receiver"]
+__all__ = ["JournalUnavailableError", "Receiver"]

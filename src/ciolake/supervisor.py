@@ -170,12 +170,11 @@ class Supervisor:
         tails = list(self._tails.values())
         # Deliveries wait on disk, not in memory, while the committer has enough queued.
         room = _READ_AHEAD_BATCHES * self.settings.batch_max_bytes - self.committer.backlog()[1]
-        for tail in tails:
-            if room <= 0:
-                break
-            records = tail.read_new(max_bytes=max(1, room // len(tails)))
-            if records:
-                self.committer.submit(records)
+        if room > 0:
+            for tail in tails:
+                records = tail.read_new(max_bytes=max(1, room // len(tails)))
+                if records:
+                    self.committer.submit(records)
         self._publish_gauges()
 
     def _feed_committer_until(self, deadline: float) -> None:

@@ -114,7 +114,7 @@ class WorkerIntake:
         self._over_bound = self.overloaded()
 
     def _refresh_pending_bytes(self) -> None:
-        # A running total: this runs on every request, so it must not walk the backlog.
+        # A running total: this runs at every group commit, so it must not walk the backlog.
         applied = self._shared.applied[self._stream]
         while self._unapplied and self._unapplied[0][0] <= applied:
             self._unapplied_bytes -= self._unapplied.popleft()[1]

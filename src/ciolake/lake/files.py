@@ -158,7 +158,7 @@ def file_stats(data: pa.Table) -> dict[str, Any]:
 
 def _bounds(column: pa.ChunkedArray, kind: pa.DataType) -> tuple[Any, Any] | None:
     if column.null_count == len(column) or pa.types.is_boolean(kind):
-        return None
+        return None  # booleans: no bounds, and no min_max kernel spent on them
     low, high = pc.min_max(column).values()
     if pa.types.is_timestamp(kind):
         # Delta keeps milliseconds: round the bounds outwards so they still enclose the data.
@@ -167,7 +167,7 @@ def _bounds(column: pa.ChunkedArray, kind: pa.DataType) -> tuple[Any, Any] | Non
         )
     if pa.types.is_date(kind):
         return low.as_py().isoformat(), high.as_py().isoformat()
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if _is_string(kind):
         lowest, highest = low.as_py(), high.as_py()
         if max(len(lowest), len(highest)) > _MAX_STAT_STRING:
             return None
