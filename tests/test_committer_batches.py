@@ -264,4 +264,4 @@ def test_the_batch_byte_bound_is_read_from_the_environment() -> None:
     settings = load_settings({"CIOLAKE_BATCH_MAX_BYTES": " 65536 "})
     assert settings.batch_max_bytes == 65_536
     assert CommitterConfig.from_settings(settings).batch_max_bytes == 65_536
-    assert load_settings({}).batch_max_bytes == 8 * 1024 * 1024
+    assert load_settings({}).batch_max_bytes == 4 * 1024 * 1024

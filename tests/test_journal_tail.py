@@ -351,3 +351,64 @@ def test_retire_before_any_read_deletes_nothing(
     assert tail.retire(10**9) == 0
     assert first.exists()
     assert second.exists()
+
+
+# --- Start-up recovery ---------------------------------------------------------------------------
+
+
+def test_recovery_reads_unapplied_records_from_disk_in_bounded_chunks_before_new_ones(
+    journal_dir: Path,
+    write_segment: SegmentWriter,
+    make_tail: TailFactory,
+    make_record: RecordFactory,
+) -> None:
+    body_size = 300_000
+    applied_segment, _applied = write_segment(1, [body_for(n, body_size) for n in range(1, 6)])
+    half_path, half = write_segment(6, [body_for(n, body_size) for n in range(6, 16)])
+    _, rest = write_segment(16, [body_for(n, body_size) for n in range(16, 26)])
+    # A crash left a torn record at the end of the newest segment.
+    newest = journal_dir / f"{16:020d}.seg"
+    append_bytes(newest, encode_record(make_record(26, b"torn"))[:-3])
+    tail = make_tail()
+
+    unapplied = tail.recover(applied_lsn=10)
+
+    assert unapplied == 15
+    assert not applied_segment.exists()  # wholly applied, retired at once
+    assert half_path.exists()
+    chunks = drain(tail, max_bytes=MiB, max_calls=50)
+    assert len(chunks) > 3
+    assert all(sum(len(r.body) for r in c) <= MiB + _MIN_READ + body_size for c in chunks)
+    assert [r for c in chunks for r in c] == half[5:] + rest
+
+    appended = make_record(26, b"after-restart")
+    append_bytes(newest, encode_record(appended))
+    assert tail.read_new(max_bytes=MiB) == [appended]
+
+
+def test_recovery_with_everything_applied_reads_only_what_comes_next(
+    write_segment: SegmentWriter, make_tail: TailFactory, make_record: RecordFactory
+) -> None:
+    newest, _records = write_segment(1, [b"a1", b"a2", b"a3"])
+    tail = make_tail()
+
+    assert tail.recover(applied_lsn=3) == 0
+    assert tail.read_new(max_bytes=MiB) == []
+
+    later = make_record(4, b"a4")
+    append_bytes(newest, encode_record(later))
+    assert tail.read_new(max_bytes=MiB) == [later]
+
+
+def test_segments_read_after_recovery_are_retired_once_applied(
+    write_segment: SegmentWriter, make_tail: TailFactory
+) -> None:
+    first, _ = write_segment(1, [b"a1", b"a2"])
+    second, _ = write_segment(3, [b"b3", b"b4"])
+    tail = make_tail()
+    tail.recover(applied_lsn=1)
+
+    assert lsns(tail.read_new(max_bytes=MiB)) == [2, 3, 4]
+    assert tail.retire(2) == 1
+    assert not first.exists()
+    assert second.exists()

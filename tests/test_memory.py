@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
@@ -86,3 +88,24 @@ def test_return_free_memory_does_nothing_without_malloc_trim(
 ) -> None:
     monkeypatch.setattr(ciolake.memory, "_malloc_trim", lambda: None)
     assert returned(return_free_memory) is None
+
+
+def _allocator_setting(environment: dict[str, str]) -> str:
+    code = "import os, ciolake; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_delta_rs_is_told_to_hand_freed_memory_back_at_once() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+
+    setting = _allocator_setting(environment)
+
+    assert setting == "dirty_decay_ms:0,muzzy_decay_ms:0"
+
+
+def test_an_allocator_setting_of_the_users_own_wins() -> None:
+    environment = {**os.environ, "_RJEM_MALLOC_CONF": "narenas:2"}
+
+    assert _allocator_setting(environment) == "narenas:2"

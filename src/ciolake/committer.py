@@ -28,6 +28,7 @@ from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
 from ciolake.memory import return_free_memory, use_system_allocator
 from ciolake.metrics import Metrics
+from ciolake.priority import lower_this_thread
 from ciolake.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class CommitterConfig:
     batch_max_events: int
     batch_max_bytes: int
     timestamp_tolerance_s: int
+    nice: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CommitterConfig:
@@ -55,6 +57,7 @@ class CommitterConfig:
             batch_max_events=settings.batch_max_events,
             batch_max_bytes=settings.batch_max_bytes,
             timestamp_tolerance_s=settings.timestamp_tolerance_s,
+            nice=settings.background_nice,
         )
 
 
@@ -178,6 +181,7 @@ class Committer:
         return self.backlog()[0] == 0
 
     def _run(self) -> None:
+        lower_this_thread(self._config.nice)
         last_flush = time.monotonic()
         while True:
             batch = self._next_batch(last_flush)

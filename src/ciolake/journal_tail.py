@@ -27,20 +27,29 @@ class JournalTail:
         self._segment_last_lsn = 0
         # Segments read to the end: (path, last lsn in it, 0 if none).
         self._finished: list[tuple[Path, int]] = []
+        # Records up to this lsn were applied before a restart: read past, never returned.
+        self._skip_through = 0
 
-    def recover(self, *, applied_lsn: int) -> list[JournalRecord]:
-        """At start-up, with no writer running: repair torn tails, return unapplied records.
+    def recover(self, *, applied_lsn: int) -> int:
+        """At start-up, with no writer running: repair torn tails, and read from the first
+        record not yet applied; return how many records are not applied.
 
-        The read position ends after the last segment, so later reads see only new records.
+        The unapplied records stay on disk: later reads return them, in bounded chunks,
+        before anything written since. A backlog journaled before a crash (up to the backlog
+        bound, 256 MiB by default) need not fit in memory at once.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        unapplied: list[JournalRecord] = []
+        self._skip_through = applied_lsn
+        unapplied = 0
         for path in segment_paths(self.directory):
             records = recover_segment(path, self.stream)
-            unapplied.extend(r for r in records if r.lsn > applied_lsn)
+            last = records[-1].lsn if records else 0
+            unapplied += sum(1 for r in records if r.lsn > applied_lsn)
+            if self._segment is not None and self._segment_last_lsn > applied_lsn:
+                continue  # already reading from an earlier segment; this one comes later
             self._finish_current()
-            self._segment, self._offset = path, path.stat().st_size
-            self._segment_last_lsn = records[-1].lsn if records else 0
+            self._segment, self._segment_last_lsn = path, last
+            self._offset = 0 if last > applied_lsn else path.stat().st_size
         self.retire(applied_lsn)
         return unapplied
 
@@ -66,6 +75,8 @@ class JournalTail:
             records.extend(chunk)
             if budget is not None:
                 budget -= sum(len(r.body) for r in chunk)
+                if not at_end and not chunk:
+                    continue  # read only records applied before a restart: read on
                 if not at_end or budget <= 0:
                     return records
             if newer is None:
@@ -97,7 +108,9 @@ class JournalTail:
         records, intact = scan_segment(data, self.stream)
         self._offset += intact
         if records:
-            self._segment_last_lsn = records[-1].lsn
+            self._segment_last_lsn = max(self._segment_last_lsn, records[-1].lsn)
+        if records and records[0].lsn <= self._skip_through:
+            records = [r for r in records if r.lsn > self._skip_through]
         return records, at_end
 
     def _newer_segment(self) -> Path | None:

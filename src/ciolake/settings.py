@@ -25,12 +25,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 4_194_304
     flush_interval_s: float = 1.0
     batch_max_events: int = 5_000
-    batch_max_bytes: int = 8 * 1024 * 1024
+    batch_max_bytes: int = 4 * 1024 * 1024
     max_backlog_events: int = 100_000
     max_backlog_bytes: int = 256 * 1024 * 1024
     segment_max_bytes: int = 64 * 1024 * 1024
     dedup_window_days: int = 8
-    dedup_cache_mib: int = 16
+    dedup_cache_mib: int = 8
     retry_after_s: int = 5
     shutdown_drain_s: float = 10.0
     header_timeout_s: float = 10.0
@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_bytes: int = 65_536
     max_connections: int = 1_000
     compact_interval_s: float = 3600.0
+    background_nice: int = 0
     vacuum_retention_hours: int = 168
     log_level: str = "INFO"
 
@@ -77,6 +78,7 @@ _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_DEDUP_CACHE_MIB": "dedup_cache_mib",
     "CIOLAKE_RETRY_AFTER_S": "retry_after_s",
     "CIOLAKE_COMPACT_INTERVAL_S": "compact_interval_s",
+    "CIOLAKE_BACKGROUND_NICE": "background_nice",
     "CIOLAKE_HEADER_TIMEOUT_S": "header_timeout_s",
     "CIOLAKE_BODY_TIMEOUT_S": "body_timeout_s",
     "CIOLAKE_MAX_HEADER_BYTES": "max_header_bytes",
@@ -116,6 +118,22 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     return settings
 
 
+def encode_settings(settings: Settings) -> bytes:
+    """Settings as JSON, for a process started with them (``decode_settings`` reads it)."""
+    return msgspec.json.encode(settings, enc_hook=_encode_path)
+
+
+def decode_settings(data: bytes) -> Settings:
+    """The settings ``encode_settings`` wrote."""
+    return msgspec.json.decode(data, type=Settings, dec_hook=_decode_path)
+
+
+def _encode_path(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise NotImplementedError
+
+
 def _decode_path(kind: type, value: Any) -> Any:
     if kind is Path:
         return Path(value)
@@ -137,3 +155,8 @@ def _check_ranges(settings: Settings) -> None:
             raise ConfigurationError(f"invalid setting: {name} must be positive, got {value}")
     if settings.timestamp_tolerance_s < 0:
         raise ConfigurationError("invalid setting: timestamp_tolerance_s must be >= 0")
+    if not 0 <= settings.background_nice <= 19:
+        raise ConfigurationError(
+            "invalid setting: background_nice must be 0 (off) to 19,"
+            f" got {settings.background_nice}"
+        )

@@ -1,41 +1,63 @@
-"""State the supervisor and its worker processes share: plain int64 slots in shared memory.
+"""State the supervisor and its worker processes share: plain int64 slots in one mapped file.
 
 Per journal stream: the last durable sequence number and the errno of the last journal write,
 0 when it succeeded (written by its worker); the last applied sequence number (written by the
 committer); the bytes not yet applied (written by the worker). Plus the committer's count of
 consecutive failed commits. Each slot has one writer, and an aligned int64 store is atomic on
 the platforms we run on, so no lock is needed.
+
+The slots live in a file under ``<data-dir>/run`` mapped by every process, so a worker needs
+only its path: no ``multiprocessing`` resource tracker process (12 MiB) is started for it.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import mmap
+import os
 from dataclasses import dataclass
-from multiprocessing.context import SpawnContext
-from typing import Any
+from pathlib import Path
+
+_SLOT_BYTES = 8
+_ARRAYS = 4  # durable, applied, pending_bytes, journal_failing
 
 
 @dataclass(frozen=True)
 class SharedState:
     """Counters shared across processes, indexed by journal stream."""
 
-    durable: Any
-    applied: Any
-    pending_bytes: Any
-    journal_failing: Any
-    commit_failures: Any
+    path: Path
+    streams: int
+    durable: memoryview
+    applied: memoryview
+    pending_bytes: memoryview
+    journal_failing: memoryview
+    commit_failures: memoryview
 
     @classmethod
-    def create(cls, streams: int, context: SpawnContext | None = None) -> SharedState:
-        """Allocate zeroed slots for ``streams`` journals (before spawning workers)."""
-        ctx = context or multiprocessing.get_context("spawn")
-        return cls(
-            durable=ctx.RawArray("q", streams),
-            applied=ctx.RawArray("q", streams),
-            pending_bytes=ctx.RawArray("q", streams),
-            journal_failing=ctx.RawArray("q", streams),
-            commit_failures=ctx.RawValue("q", 0),
+    def create(cls, path: Path, streams: int) -> SharedState:
+        """Zeroed slots for ``streams`` journals in a new file at ``path`` (before workers
+        start)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A new file, not the old one emptied: a worker of a crashed server that has not died
+        # yet keeps writing to the old one, not into these slots.
+        path.unlink(missing_ok=True)
+        with path.open("xb") as file:
+            file.truncate(_size(streams))
+        return cls.attach(path, streams)
+
+    @classmethod
+    def attach(cls, path: Path, streams: int) -> SharedState:
+        """The slots ``create`` made at ``path``, as another process sees them."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mapped = mmap.mmap(fd, _size(streams))
+        finally:
+            os.close(fd)
+        slots = memoryview(mapped).cast("q")
+        durable, applied, pending, failing = (
+            slots[k * streams : (k + 1) * streams] for k in range(_ARRAYS)
         )
+        return cls(path, streams, durable, applied, pending, failing, slots[_ARRAYS * streams :])
 
     def failing_journals(self) -> dict[int, int]:
         """Streams whose last journal write failed, with the errno it failed with."""
@@ -45,3 +67,7 @@ class SharedState:
         """Deliveries durable but not applied, over every stream: (count, bytes)."""
         count = sum(max(0, d - a) for d, a in zip(self.durable, self.applied, strict=True))
         return count, sum(self.pending_bytes)
+
+
+def _size(streams: int) -> int:
+    return (_ARRAYS * streams + 1) * _SLOT_BYTES

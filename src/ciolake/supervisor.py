@@ -10,28 +10,31 @@ all, and exits 0.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
 from ciolake.errors import ConfigurationError
-from ciolake.journal import JournalRecord, highest_lsn
+from ciolake.journal import highest_lsn
 from ciolake.journal_tail import JournalTail
 from ciolake.lake.maintenance import compact_closed_days
 from ciolake.lake.writer import DeltaWriter
 from ciolake.locks import FileLock, acquire_lock, commit_lock_path
+from ciolake.logs import configure_logging
 from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
-from ciolake.settings import Settings
+from ciolake.priority import lower_this_thread
+from ciolake.settings import Settings, decode_settings, encode_settings
 from ciolake.shared import SharedState
-from ciolake.worker import run_worker, stream_directory
+from ciolake.worker import WorkerLaunch, launch_input, stream_directory, worker_command
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ _TAIL_INTERVAL_S = 0.02
 # (the batch being written, and the next); the rest of a backlog waits on disk.
 _READ_AHEAD_BATCHES = 2
 _WORKER_STOP_S = 5.0
+# Not ``-m ciolake.supervisor``: run as __main__, the module would log as "__main__".
+_SUPERVISOR_MAIN = "import sys; from ciolake.supervisor import main; sys.exit(main(sys.argv))"
 
 
 class Supervisor:
@@ -49,9 +54,8 @@ class Supervisor:
         self.settings = settings
         self.workers = workers
         self._clock = clock
-        self._context = multiprocessing.get_context("spawn")
         self._stop = threading.Event()
-        self._processes: dict[int, BaseProcess] = {}
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._next_lsn: dict[int, int] = {}
         self._tails: dict[int, JournalTail] = {}
 
@@ -83,12 +87,12 @@ class Supervisor:
         )
         streams = self._known_streams()
         versions = self._writer.committed_versions(streams)
-        self.shared = SharedState.create(max(streams) + 1, self._context)
-        recovered = []
-        for stream in streams:
-            recovered.extend(self._recover_stream(stream, versions))
-        if recovered:
-            logger.info("journal recovered", extra={"deliveries": len(recovered)})
+        self.shared = SharedState.create(settings.data_dir / "run" / "shared", max(streams) + 1)
+        # Unapplied deliveries stay in the journal; the tail hands them to the committer
+        # first, a bounded chunk at a time, as it does any backlog.
+        unapplied = sum(self._recover_stream(stream, versions) for stream in streams)
+        if unapplied:
+            logger.info("journal recovered", extra={"deliveries": unapplied})
         self.committer = Committer(
             CommitterConfig.from_settings(settings),
             writer=self._writer,
@@ -99,7 +103,7 @@ class Supervisor:
             on_applied=self._note_applied,
             lock=FileLock(commit_lock_path(settings.state_dir)),
         )
-        self.committer.start(recovered, versions)
+        self.committer.start([], versions)
         self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
         self._tailer = threading.Thread(target=self._tail_loop, name="ciolake-tail", daemon=True)
         self._tailer.start()
@@ -116,9 +120,7 @@ class Supervisor:
         }
         return sorted(on_disk | set(self._dedup.streams()) | set(range(self.workers)))
 
-    def _recover_stream(
-        self, stream: int, versions: Mapping[str, Mapping[int, int]]
-    ) -> list[JournalRecord]:
+    def _recover_stream(self, stream: int, versions: Mapping[str, Mapping[int, int]]) -> int:
         directory = stream_directory(self.settings, stream)
         lock = _lock_stream(directory)
         try:
@@ -146,22 +148,25 @@ class Supervisor:
     def _spawn(self, stream: int) -> None:
         durable = self.shared.durable[stream]
         next_lsn = max(self._next_lsn.get(stream, 1), durable + 1)
-        process = self._context.Process(
-            target=run_worker,
-            kwargs={
-                "settings": self.settings,
-                "stream": stream,
-                "next_lsn": next_lsn,
-                "sock": self._sockets[stream],
-                "shared": self.shared,
-                "supervisor_pid": os.getpid(),
-            },
-            name=f"ciolake-worker-{stream}",
+        sock = self._sockets[stream]
+        launch = WorkerLaunch(
+            stream=stream,
+            next_lsn=next_lsn,
+            socket_fd=sock.fileno(),
+            shared_path=str(self.shared.path),
+            streams=self.shared.streams,
+            supervisor_pid=os.getpid(),
         )
-        process.start()
+        process = subprocess.Popen(
+            worker_command(), stdin=subprocess.PIPE, pass_fds=[sock.fileno()]
+        )
+        assert process.stdin is not None
+        with process.stdin:
+            process.stdin.write(launch_input(self.settings, launch))
         self._processes[stream] = process
 
     def _tail_loop(self) -> None:
+        lower_this_thread(self.settings.background_nice)
         while not self._stop.is_set():
             self._tail_once()
             self._stop.wait(_TAIL_INTERVAL_S)
@@ -192,9 +197,10 @@ class Supervisor:
         oldest = self.committer.oldest_pending_us()
         age = 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
         self.metrics.freshness_seconds.set(age)
-        self.shared.commit_failures.value = self.committer.consecutive_failures
+        self.shared.commit_failures[0] = self.committer.consecutive_failures
 
     def _maintenance_loop(self) -> None:
+        lower_this_thread(self.settings.background_nice)
         while not self._stop.wait(self.settings.compact_interval_s):
             try:
                 compact_closed_days(
@@ -211,27 +217,27 @@ class Supervisor:
             signal.signal(number, lambda _n, _f: self._stop.set())
         while not self._stop.wait(0.2):
             for stream, process in list(self._processes.items()):
-                if not process.is_alive():
+                if process.poll() is not None:
                     self._restart(stream, process)
 
-    def _restart(self, stream: int, process: BaseProcess) -> None:
+    def _restart(self, stream: int, process: subprocess.Popen[bytes]) -> None:
         logger.error(
-            "worker died; restarting it", extra={"worker": stream, "exitcode": process.exitcode}
+            "worker died; restarting it", extra={"worker": stream, "exitcode": process.returncode}
         )
-        if process.pid is not None:
-            mark_process_dead(process.pid)
+        mark_process_dead(process.pid)
         self._spawn(stream)
 
     def _shutdown(self) -> int:
         started = time.monotonic()
         for process in self._processes.values():
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+            if process.poll() is None:
+                process.terminate()
         for process in self._processes.values():
-            process.join(timeout=max(0.1, _WORKER_STOP_S - (time.monotonic() - started)))
-            if process.is_alive():
+            try:
+                process.wait(timeout=max(0.1, _WORKER_STOP_S - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join()
+                process.wait()
         for sock in self._sockets:
             sock.close()
         self._tailer.join()
@@ -246,6 +252,37 @@ class Supervisor:
             self._dedup.close()
             self._writer.close()
         return 0
+
+
+def exec_supervisor(settings: Settings) -> NoReturn:
+    """Replace this process with a supervisor serving ``settings`` (it keeps the pid).
+
+    The command line has imported every command's modules (HTTP client, analytics, ...); a
+    fresh interpreter loads only what serving needs, about 15 MiB less for the lifetime of
+    the server. The settings travel through a pipe: they hold the signing keys, which must not
+    show in the process list or the environment.
+    """
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as pipe:
+        pipe.write(encode_settings(settings))  # far below a pipe's buffer, so no reader needed
+    os.set_inheritable(read_end, True)
+    command = [sys.executable, "-c", _SUPERVISOR_MAIN, "--settings-fd", str(read_end)]
+    os.execv(sys.executable, command)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of the process ``exec_supervisor`` starts (``--settings-fd N``)."""
+    with os.fdopen(int(argv[argv.index("--settings-fd") + 1]), "rb") as pipe:
+        settings = decode_settings(pipe.read())
+    configure_logging(settings.log_level)
+    supervisor = Supervisor(
+        settings, workers=settings.workers or os.cpu_count() or 1, clock=time.time
+    )
+    try:
+        return supervisor.run()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _bind_all(host: str, port: int, *, count: int) -> list[socket.socket]:

@@ -13,10 +13,12 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import uvicorn
 
 from ciolake.errors import BacklogFullError
@@ -24,7 +26,7 @@ from ciolake.journal import FLAG_STALE, Journal, JournalRecord, highest_lsn
 from ciolake.locks import acquire_lock
 from ciolake.logs import configure_logging
 from ciolake.metrics import Metrics
-from ciolake.settings import Settings
+from ciolake.settings import Settings, decode_settings, encode_settings
 from ciolake.shared import SharedState
 from ciolake.verify import Verdict
 from ciolake.web import create_app
@@ -143,13 +145,50 @@ class WorkerIntake:
             return False, f"journal unavailable ({causes})"
         if self.overloaded():
             return False, "uncommitted backlog over its bound"
-        if self._shared.commit_failures.value >= _FAILURES_BEFORE_UNREADY:
+        if self._shared.commit_failures[0] >= _FAILURES_BEFORE_UNREADY:
             return False, "commits failing (see the server log)"
         return True, "ready"
 
     async def close(self) -> None:
         """Finish the flush under way and close the journal."""
         await self.journal.close()
+
+
+class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
+    """What a worker process is started with (as JSON on its standard input: the settings
+    hold the signing keys, which must not show in the process list)."""
+
+    stream: int
+    next_lsn: int
+    socket_fd: int
+    shared_path: str
+    streams: int
+    supervisor_pid: int
+
+
+def worker_command() -> list[str]:
+    """The command that starts a worker; it reads ``launch_input`` on standard input."""
+    # Not ``-m ciolake.worker``: run as __main__, the module would log as "__main__".
+    return [sys.executable, "-c", "from ciolake.worker import main; main()"]
+
+
+def launch_input(settings: Settings, launch: WorkerLaunch) -> bytes:
+    """A worker's standard input: its launch record, a newline, and the settings."""
+    return msgspec.json.encode(launch) + b"\n" + encode_settings(settings)
+
+
+def main() -> None:
+    """Entry point of a worker process (started by the supervisor)."""
+    head, _newline, settings = sys.stdin.buffer.read().partition(b"\n")
+    launch = msgspec.json.decode(head, type=WorkerLaunch)
+    run_worker(
+        settings=decode_settings(settings),
+        stream=launch.stream,
+        next_lsn=launch.next_lsn,
+        sock=socket.socket(fileno=launch.socket_fd),
+        shared=SharedState.attach(Path(launch.shared_path), launch.streams),
+        supervisor_pid=launch.supervisor_pid,
+    )
 
 
 def run_worker(
@@ -161,7 +200,7 @@ def run_worker(
     shared: SharedState,
     supervisor_pid: int,
 ) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
+    """Serve one journal stream's share of the connections until SIGTERM."""
     _die_with_parent(supervisor_pid)
     configure_logging(settings.log_level)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import zlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,13 @@ from deltalake.schema import Field, PrimitiveType
 
 import ciolake.lake.log
 from ciolake.lake.files import DataFile, write_files
-from ciolake.lake.log import LocalDeltaLog, MetadataChangedError
-from ciolake.lake.tables import RAW_EVENTS, RAW_SPEC
+from ciolake.lake.log import (
+    CHECKPOINT_INTERVAL,
+    LocalDeltaLog,
+    MetadataChangedError,
+    checkpoint_due,
+)
+from ciolake.lake.tables import ALL_SPECS, RAW_EVENTS, RAW_SPEC
 from ciolake.lake.writer import app_id
 from tests.lake.conftest import WriterFactory, raw_event_row
 from tests.support import table_rows
@@ -365,28 +372,44 @@ def test_a_checkpoint_is_written_every_interval_and_readers_use_it(
     monkeypatch.setattr(ciolake.lake.log, "CHECKPOINT_INTERVAL", 3)
     root = make_table()
     log = LocalDeltaLog(root, version=0)
-    batches = [make_rows(1 + 3 * i, 3) for i in range(4)]
+    batches = [make_rows(1 + 3 * i, 3) for i in range(6)]
 
     versions = [
         append(log, make_files(root, rows), journal_version=3 * (i + 1))
         for i, rows in enumerate(batches)
     ]
 
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4, 5, 6]
     log_dir = root / "_delta_log"
+    offset = zlib.crc32(root.name.encode()) % 3
+    expected = [v for v in versions if v % 3 == offset]
+    assert len(expected) == 2
     assert sorted(p.name for p in log_dir.glob("*.checkpoint.parquet")) == [
-        f"{3:020d}.checkpoint.parquet"
+        f"{v:020d}.checkpoint.parquet" for v in expected
     ]
-    assert json.loads((log_dir / "_last_checkpoint").read_text())["version"] == 3
+    last = expected[-1]
+    assert json.loads((log_dir / "_last_checkpoint").read_text())["version"] == last
     everything = [row for rows in batches for row in rows]
     assert read_rows(data_dir) == everything
 
-    # The checkpoint alone holds the table up to version 3: drop the JSON before it.
+    # The checkpoint alone holds the table up to its version: drop the JSON up to it.
     copy_dir = data_dir.parent / "copy"
     shutil.copytree(data_dir, copy_dir)
-    for version in range(4):
+    for version in range(last + 1):
         (copy_dir / "tables" / TABLE / "_delta_log" / f"{version:020d}.json").unlink()
     assert read_rows(copy_dir) == everything
     copy = DeltaTable(str(copy_dir / "tables" / TABLE))
-    assert copy.version() == 4
-    assert copy.transaction_version(JOURNAL) == 12
+    assert copy.version() == 6
+    assert copy.transaction_version(JOURNAL) == 18
+
+
+def test_tables_checkpoint_at_different_versions(tmp_path: Path) -> None:
+    # The server commits to every table in each batch: a shared offset would make them all
+    # load their state and checkpoint in the same batch.
+    due = {
+        name: [v for v in range(1, 1 + CHECKPOINT_INTERVAL) if checkpoint_due(tmp_path / name, v)]
+        for name in ALL_SPECS
+    }
+    assert all(len(versions) == 1 for versions in due.values())
+    offsets = Counter(versions[0] for versions in due.values())
+    assert max(offsets.values()) <= 2

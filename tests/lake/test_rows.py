@@ -43,3 +43,13 @@ def test_raw_events_rows_carry_both_columns_per_delivery() -> None:
     assert rows[0]["body"] == '{"x":1}'
     assert rows[0]["body_base64"] is None
     assert base64.b64decode(rows[1]["body_base64"]) == bodies[1]
+
+
+def test_bodies_keep_their_order_and_bounds_over_one_shared_buffer() -> None:
+    bodies = [b"", b'{"a":1}', b"", "\u00e9\u4e2d".encode(), b'{"b":[1,2]}']
+
+    text, encoded = body_columns(bodies)
+
+    assert text.to_pylist() == [b.decode() for b in bodies]
+    assert encoded.null_count == len(bodies)
+    assert body_columns([])[0].to_pylist() == []

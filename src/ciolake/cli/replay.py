@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.lake.replay import Replayer, ReplayRange, ReplayResult
+from ciolake.memory import use_system_allocator
 from ciolake.settings import load_settings
 
 
@@ -36,6 +37,8 @@ def replay(
 ) -> None:
     """Re-derive channel tables from raw_events, idempotently, while the server runs."""
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
+    # Arrow's own pool keeps what each chunk freed; malloc gives it back (see memory.py).
+    use_system_allocator()
     selection = ReplayRange(
         since=since.date() if since else None, until=until.date() if until else None
     )
@@ -65,7 +68,10 @@ def _summary(result: ReplayResult) -> Table:
     table.add_column("what")
     table.add_column("count", justify="right")
     for name, count in sorted(result.upserted.items()):
-        table.add_row(f"upserted into {name}", f"{count:,}")
+        added, rewritten = result.added.get(name, 0), result.rewritten.get(name, 0)
+        table.add_row(
+            f"{name}: replayed (added, rewritten)", f"{count:,} ({added:,}, {rewritten:,})"
+        )
     table.add_row("moved out of quarantine", f"{result.moved_from_quarantine:,}")
     table.add_row("left in quarantine", f"{result.left_in_quarantine:,}")
     table.add_row("not typed now (kept aside)", f"{result.not_typed:,}")

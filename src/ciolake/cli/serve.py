@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,9 +11,8 @@ import typer
 
 from ciolake.devkey import load_or_create_dev_key
 from ciolake.errors import ConfigurationError
-from ciolake.logs import configure_logging
 from ciolake.settings import Settings, load_settings
-from ciolake.supervisor import Supervisor
+from ciolake.supervisor import exec_supervisor
 
 
 def serve(
@@ -65,15 +62,9 @@ def serve(
         raise typer.BadParameter(str(exc)) from exc
     if not settings.signing_keys:
         settings = _with_dev_key(settings) if dev_key else _no_keys()
-    configure_logging(settings.log_level)
-    count = settings.workers or os.cpu_count() or 1
-    supervisor = Supervisor(settings, workers=count, clock=time.time)
-    try:
-        code = supervisor.run()
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
-    raise typer.Exit(code=code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exec_supervisor(settings)
 
 
 def _no_keys() -> Settings:

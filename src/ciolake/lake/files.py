@@ -189,7 +189,13 @@ def _millis_text(value: int, *, ceil: bool, kind: pa.TimestampType) -> str:
 
 def _partition(rows: pa.Table, column: str, value: object, *, alone: bool) -> pa.Table:
     if not alone:
-        selected = pc.is_null(rows[column]) if value is None else pc.equal(rows[column], value)
+        kind = rows.schema.field(column).type
+        # An Arrow scalar: with a Python value pyarrow.compute tries to import numpy each call.
+        selected = (
+            pc.is_null(rows[column])
+            if value is None
+            else pc.equal(rows[column], pa.scalar(value, kind))
+        )
         rows = rows.filter(selected)
     return rows.drop_columns([column])
 

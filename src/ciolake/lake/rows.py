@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import base64
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,10 +14,21 @@ import pyarrow.compute as pc
 
 from ciolake.events.decode import Quarantined, Typed
 from ciolake.journal import JournalRecord
-from ciolake.lake.tables import ALL_SPECS, CHANNEL_SPECS, QUARANTINE_SPEC, RAW_SPEC
+from ciolake.lake.tables import (
+    ALL_SPECS,
+    CHANNEL_SPECS,
+    QUARANTINE_SPEC,
+    RAW_SPEC,
+    TEXT_LIST,
+)
 
 _SECONDS_PER_DAY = 86_400
 _MICROS = 1_000_000
+_MAX_STRING_BYTES = 2**31  # Arrow's string offsets are int32
+# Arrow scalars, not Python ints: given a Python number, each pyarrow.compute call tries to
+# import numpy (absent here) and took 65 us instead of 6.
+_DAY_SECONDS = pa.scalar(_SECONDS_PER_DAY, pa.int64())
+_SECOND_MICROS = pa.scalar(_MICROS, pa.int64())
 
 TypedItem = tuple[JournalRecord, Typed]
 QuarantineItem = tuple[JournalRecord, Quarantined]
@@ -65,16 +78,28 @@ def body_text(body: bytes) -> tuple[str, str | None]:
         return body.decode(errors="replace"), base64.b64encode(body).decode()
 
 
+def _joined_text(bodies: Sequence[bytes]) -> pa.Array:
+    offsets = array.array("q", [0])
+    offsets.extend(itertools.accumulate(map(len, bodies)))
+    kind = pa.string() if offsets[-1] < _MAX_STRING_BYTES else pa.large_string()
+    if kind == pa.string():
+        offsets = array.array("i", offsets)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(bodies))]
+    text = pa.Array.from_buffers(kind, len(bodies), buffers)
+    text.validate(full=True)  # raises ArrowInvalid unless every body is UTF-8
+    return text.cast(pa.string())
+
+
 def body_columns(bodies: Sequence[bytes]) -> tuple[pa.Array, pa.Array]:
     """Bodies as a string column, and a base64 column (null where the text is exact).
 
-    Built by Arrow from the bytes: its UTF-8 check is one pass in C, where decoding each body
-    to a Python string first cost a copy of every body. Only a batch holding a body that is
-    not UTF-8 (rare: it cannot be typed) is converted row by row.
+    The column is laid over one joined copy of the bytes, and Arrow checks it is UTF-8 in one
+    pass in C. Decoding each body to a Python string, or Arrow's array builder (which grows
+    its buffer by doubling), each cost another copy or two of every body. Only a batch holding
+    a body that is not UTF-8 (rare: it cannot be typed) is converted row by row.
     """
-    raw = pa.array(bodies, pa.binary())
     try:
-        return raw.cast(pa.string()), pa.nulls(len(bodies), pa.string())
+        return _joined_text(bodies), pa.nulls(len(bodies), pa.string())
     except pa.ArrowInvalid:
         texts = [body_text(body) for body in bodies]
         return pa.array([t for t, _b in texts], pa.string()), pa.array(
@@ -83,15 +108,64 @@ def body_columns(bodies: Sequence[bytes]) -> tuple[pa.Array, pa.Array]:
 
 
 def channel_table(table: str, items: Sequence[TypedItem]) -> pa.Table:
-    """Rows of one channel table, one per typed event.
+    """Rows of one channel table, one per typed event (as the committer writes them)."""
+    records = [r for r, _t in items]
+    return channel_table_of(
+        table,
+        [t for _r, t in items],
+        received_at=pa.array([r.received_at_us for r in records], pa.int64()),
+        journal_stream=pa.array([r.stream for r in records], pa.int64()),
+        journal_lsn=pa.array([r.lsn for r in records], pa.int64()),
+        payload=body_columns([r.body for r in records])[0],
+    )
+
+
+def channel_table_of(
+    table: str,
+    typed: Sequence[Typed],
+    *,
+    received_at: pa.Array,
+    journal_stream: pa.Array,
+    journal_lsn: pa.Array,
+    payload: pa.Array,
+) -> pa.Table:
+    """Rows of one channel table, from decoded events and their deliveries' Arrow columns.
 
     ``data`` becomes plain dicts in one msgspec call and an Arrow struct array in one pyarrow
-    call; its fields are the columns. This runs for every event, so no Python runs per cell.
+    call; its fields are the columns. The event's time and date are computed by Arrow. Replay
+    passes the delivery columns as ``raw_events`` holds them; the committer builds them from
+    its journal records (``channel_table``). No Python runs per cell.
+
+    Args:
+        table: the channel table.
+        typed: one decoded event per row.
+        received_at: each row's receipt time (timestamp or int64 microseconds).
+        journal_stream: each row's journal stream.
+        journal_lsn: each row's journal sequence number.
+        payload: each row's body as text.
     """
     schema = ALL_SPECS[table].schema
-    datas = msgspec.to_builtins([t.event.data for _r, t in items])  # type: ignore[attr-defined]
+    events = [t.event for t in typed]
+    datas = msgspec.to_builtins([e.data for e in events])  # type: ignore[attr-defined]
     data = pa.array(datas, type=_DATA_TYPES[table])
-    columns: dict[str, Any] = _envelope_columns(items)
+    timestamps = pa.array([e.timestamp for e in events], pa.int64())
+    # The decoder only types timestamps in 0..MAX_TIMESTAMP, so truncating division floors.
+    days = pc.divide(timestamps, _DAY_SECONDS).cast(pa.int32())
+    columns: dict[str, Any] = {
+        "event_id": pa.array([e.event_id for e in events], pa.string()),
+        "object_type": pa.array([t.object_type for t in typed], pa.string()),
+        "metric": pa.array([e.metric for e in events], pa.string()),
+        "timestamp": timestamps,
+        "event_time": pc.multiply(timestamps, _SECOND_MICROS).cast(schema.field("event_time").type),
+        "event_date": days.cast(pa.date32()),
+        "received_at": received_at.cast(pa.int64()).cast(schema.field("received_at").type),
+        "origin": pa.array([t.origin for t in typed], pa.string()),
+        "spec_schema": pa.array([t.schema for t in typed], pa.string()),
+        "spec_violations": pa.array([t.spec_violations for t in typed], TEXT_LIST),
+        "payload": payload.cast(pa.string()),
+        "journal_stream": journal_stream.cast(pa.int64()),
+        "journal_lsn": journal_lsn.cast(pa.int64()),
+    }
     identifiers = data.field("identifiers")
     for name, key in _IDENTIFIER_COLUMNS.items():
         # pc.struct_field, unlike .field(), keeps the rows where identifiers is null null.
@@ -100,26 +174,6 @@ def channel_table(table: str, items: Sequence[TypedItem]) -> pa.Table:
         if field.name not in columns:
             columns[field.name] = data.field(field.name)
     return pa.Table.from_pydict(columns, schema=schema)
-
-
-def _envelope_columns(items: Sequence[TypedItem]) -> dict[str, Any]:
-    events = [t.event for _r, t in items]
-    timestamps = [e.timestamp for e in events]
-    return {
-        "event_id": [e.event_id for e in events],
-        "object_type": [t.object_type for _r, t in items],
-        "metric": [e.metric for e in events],
-        "timestamp": timestamps,
-        "event_time": [ts * _MICROS for ts in timestamps],
-        "event_date": [ts // _SECONDS_PER_DAY for ts in timestamps],
-        "received_at": [r.received_at_us for r, _t in items],
-        "origin": [t.origin for _r, t in items],
-        "spec_schema": [t.schema for _r, t in items],
-        "spec_violations": [t.spec_violations for _r, t in items],
-        "payload": body_columns([r.body for r, _t in items])[0],
-        "journal_stream": [r.stream for r, _t in items],
-        "journal_lsn": [r.lsn for r, _t in items],
-    }
 
 
 def raw_table(items: Sequence[RawItem]) -> pa.Table:

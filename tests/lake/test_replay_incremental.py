@@ -1,0 +1,232 @@
+"""Replay in chunks: lost rows come back once, changed rows are rewritten, the rest is untouched.
+
+Tables are read back with DuckDB (delta-kernel), not with the delta-rs code replay writes with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from ciolake.events.decode import Typed, decode_event
+from ciolake.journal import JournalRecord
+from ciolake.lake import rows
+from ciolake.lake.files import write_files
+from ciolake.lake.log import ConcurrentRemoveError, RemovedFile, commit_rewrite
+from ciolake.lake.replay import Replayer, ReplayRange
+from ciolake.lake.tables import CHANNEL_SPECS, CHANNEL_TABLES
+from ciolake.service import Receiver
+from ciolake.settings import Settings
+from ciolake.verify import Verdict
+from tests.support import delta_reader, sample_bodies, table_rows
+
+NOW = 1_790_000_000
+DAY = 86_400
+COLUMNS = "event_id, received_at, journal_stream, journal_lsn, payload, subject, spec_violations"
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.05)
+
+
+def receive_at(settings: Settings, bodies: list[bytes], *, at: float) -> None:
+    """Receive ``bodies`` at unix time ``at``, signed then (none stale)."""
+    receiver = Receiver(settings, clock=lambda: at)
+    receiver.open()
+
+    async def go() -> None:
+        await asyncio.gather(
+            *(receiver.accept(b, Verdict(timestamp=int(at), stale=False)) for b in bodies)
+        )
+        deadline = time.monotonic() + 30
+        while receiver.backlog()[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await receiver.close()
+
+    asyncio.run(go())
+
+
+def stored(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every channel row by event id (asserting none is there twice), all columns."""
+    found: dict[str, dict[str, Any]] = {}
+    for table in CHANNEL_TABLES:
+        for row in table_rows(settings.data_dir, table):
+            assert row["event_id"] not in found, f"{row['event_id']} is stored twice"
+            found[row["event_id"]] = {**row, "table": table}
+    return found
+
+
+def email_events(settings: Settings) -> DeltaTable:
+    return DeltaTable(str(settings.data_dir / "tables" / "email_events"))
+
+
+def test_deleted_rows_come_back_exactly_once_and_nothing_else_changes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(400, seed=11, timestamp=NOW)
+    receive_at(settings, bodies + bodies[:50], at=NOW + 5)
+    before = stored(settings)
+    email_events(settings).delete("metric = 'opened' OR metric = 'delivered'")
+    lost = len(before) - len(stored(settings))
+    assert lost > 10
+
+    result = Replayer(settings, chunk_rows=97).run(ReplayRange(), include_quarantine=False)
+
+    assert stored(settings) == before
+    assert sum(result.added.values()) == lost
+    assert sum(result.rewritten.values()) == 0
+    assert result.chunks == 5  # 450 deliveries in chunks of 97
+    again = Replayer(settings, chunk_rows=97).run(ReplayRange(), include_quarantine=False)
+    assert sum(again.added.values()) == sum(again.rewritten.values()) == 0
+    assert stored(settings) == before
+
+
+@pytest.mark.parametrize(
+    "updates",
+    [
+        {"subject": "'changed by hand'"},  # a typed column, as a decoder fix would change it
+        {"spec_violations": "make_array('wrong_type:data.subject')"},  # a list column
+        {"received_at": "received_at + INTERVAL '1 hour'"},  # a row from a later delivery
+    ],
+    ids=["text", "list", "later-delivery"],
+)
+def test_rows_that_differ_from_todays_derivation_are_rewritten(
+    tmp_path: Path, updates: dict[str, str]
+) -> None:
+    settings = make_settings(tmp_path)
+    receive_at(settings, sample_bodies(300, seed=12, timestamp=NOW), at=NOW + 5)
+    before = stored(settings)
+    email_events(settings).update(updates=updates, predicate="metric = 'clicked'")
+    altered = {k for k, v in stored(settings).items() if v != before[k]}
+    assert altered, "the update changed nothing"
+
+    result = Replayer(settings, chunk_rows=64).run(ReplayRange(), include_quarantine=False)
+
+    assert stored(settings) == before
+    assert result.rewritten["email_events"] == sum(result.rewritten.values()) == len(altered)
+    assert sum(result.added.values()) == 0
+    again = Replayer(settings).run(ReplayRange(), include_quarantine=False)
+    assert sum(again.rewritten.values()) == sum(again.added.values()) == 0
+
+
+def test_a_chunk_reads_only_the_partitions_it_touches(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    # Day one's events, received that day; then day three's, received on day three.
+    receive_at(settings, sample_bodies(120, seed=13, timestamp=NOW), at=NOW + 5)
+    later = NOW + 2 * DAY
+    receive_at(settings, sample_bodies(120, seed=14, timestamp=later), at=later + 5)
+    before = stored(settings)
+    day_one = time.strftime("%Y-%m-%d", time.gmtime(NOW))
+    # Make day one's channel files unreadable: any read of that partition now fails.
+    broken = list((settings.data_dir / "tables").glob(f"*_events/event_date={day_one}/*.parquet"))
+    assert broken
+    for path in broken:
+        path.write_bytes(b"not parquet")
+    third = time.gmtime(later)
+
+    result = Replayer(settings).run(ReplayRange(since=_date(third)), include_quarantine=False)
+
+    assert result.deliveries == 120
+    assert sum(result.unchanged.values()) == 120
+    with pytest.raises((OSError, pa.ArrowException)):
+        Replayer(settings).run(ReplayRange(), include_quarantine=False)
+    day_three = {k for k, v in before.items() if v["event_date"] == _date(third)}
+    assert len(day_three) == 120
+
+
+def test_chunks_hold_at_most_chunk_rows(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    receive_at(settings, sample_bodies(500, seed=15, timestamp=NOW), at=NOW + 5)
+    sizes: list[int] = []
+    Replayer(settings, chunk_rows=120).run(
+        ReplayRange(), include_quarantine=False, progress=sizes.append
+    )
+    assert sizes == [120, 120, 120, 120, 20]
+
+
+def test_chunks_are_bounded_by_bytes_too(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(300, seed=16, timestamp=NOW)
+    receive_at(settings, bodies, at=NOW + 5)
+    sizes: list[int] = []
+    budget = sum(len(b) for b in bodies) // 4
+    Replayer(settings, chunk_bytes=budget).run(
+        ReplayRange(), include_quarantine=False, progress=sizes.append
+    )
+    assert sum(sizes) == 300
+    assert len(sizes) >= 4
+
+
+def test_the_earliest_delivery_of_an_event_wins(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(50, seed=17, timestamp=NOW)
+    receive_at(settings, bodies, at=NOW + 5)
+    receive_at(settings, bodies[:20], at=NOW + 60)  # retries: raw only
+    before = stored(settings)
+    # Lose every channel row: replay must pick the first delivery of each event again.
+    for table in CHANNEL_TABLES:
+        DeltaTable(str(settings.data_dir / "tables" / table)).delete()
+    Replayer(settings, chunk_rows=16).run(ReplayRange(), include_quarantine=False)
+    assert stored(settings) == before
+
+
+def test_channel_table_of_builds_the_rows_channel_table_does() -> None:
+    rng = random.Random(18)
+    items: dict[str, list[rows.TypedItem]] = {}
+    for lsn, body in enumerate(sample_bodies(300, seed=18, timestamp=NOW), start=1):
+        typed = decode_event(body)
+        assert isinstance(typed, Typed)
+        at = (NOW + rng.randrange(100)) * 1_000_000 + rng.randrange(1_000_000)
+        record = JournalRecord(lsn, at, NOW, 0, body, 3)
+        items.setdefault(typed.table, []).append((record, typed))
+    assert set(items) == set(CHANNEL_TABLES)
+    for table, table_items in items.items():
+        records = [r for r, _t in table_items]
+        built = rows.channel_table_of(
+            table,
+            [t for _r, t in table_items],
+            received_at=pa.array([r.received_at_us for r in records], pa.int64()),
+            journal_stream=pa.array([r.stream for r in records], pa.int64()),
+            journal_lsn=pa.array([r.lsn for r in records], pa.int64()),
+            payload=pa.array([r.body.decode() for r in records], pa.string()),
+        )
+        assert built.equals(rows.channel_table(table, table_items))
+
+
+def test_a_rewrite_conflicts_with_a_compaction_of_the_same_files(tmp_path: Path) -> None:
+    root = tmp_path / "email_events"
+    spec = CHANNEL_SPECS["email_events"]
+    DeltaTable.create(str(root), spec.schema, partition_by=["event_date"])
+    items = [
+        (JournalRecord(i, NOW * 1_000_000, NOW, 0, b, 0), decode_event(b))
+        for i, b in enumerate(sample_bodies(400, seed=19, timestamp=NOW), start=1)
+    ]
+    email = [(r, t) for r, t in items if isinstance(t, Typed) and t.table == "email_events"]
+    for part in (email[:10], email[10:20]):
+        data = write_files(
+            root, rows.channel_table("email_events", part), partition_by="event_date"
+        )
+        commit_rewrite(root, read_version=0, removes=[], adds=data, operation="WRITE", now_ms=1)
+    table = DeltaTable(str(root))
+    read_version = table.version()
+    first = pa.table(table.get_add_actions(flatten=True)).column("path")[0].as_py()
+    table.optimize.compact()  # removes both files, adds one
+    removed = RemovedFile(first, 1, {"event_date": time.strftime("%Y-%m-%d", time.gmtime(NOW))})
+    with pytest.raises(ConcurrentRemoveError):
+        commit_rewrite(
+            root, read_version=read_version, removes=[removed], adds=[], operation="X", now_ms=2
+        )
+    assert DeltaTable(str(root)).version() == read_version + 1
+    count = delta_reader().execute(f"SELECT count(*) FROM delta_scan('{root}')").fetchone()
+    assert count == (20,)
+
+
+def _date(moment: time.struct_time) -> dt.date:
+    return dt.date(moment.tm_year, moment.tm_mon, moment.tm_mday)
