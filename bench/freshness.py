@@ -28,10 +28,13 @@ from bench.mix import body_of
 from bench.reader import delta_reader, scan
 from bench.reqfiles import WEBHOOK_PATH
 from ciolake.events.samples import sample_event, schema_by_name
+from ciolake.priority import lower_this_thread
 from ciolake.verify import sign
 
 MARKER_SCHEMA = "email_delivered"
 MARKER_TABLE = "email_events"
+
+POLLER_NICE = 10
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -159,6 +162,10 @@ class FreshnessProbe:
                 self._recheck.add(event_id)
 
     def _poll_loop(self) -> None:
+        # The instrument must not compete with the server it measures: a DuckDB query per
+        # new table version (threads=1, so it runs in this thread) took CPU from the workers
+        # and raised the latency measured in the same phase.
+        lower_this_thread(POLLER_NICE)
         connection = self._connection
         queried_version = -1
         try:
