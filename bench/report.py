@@ -227,6 +227,10 @@ def _notes(results: dict[str, Any]) -> list[str]:
         _load_generator_note(results),
         _saturation_note(results),
         _late_note(results),
+        "Freshness is measured in a phase of its own after each latency phase, at the same "
+        "rate and on the same server (`rate_50_freshness`, `rate_90_freshness` in the JSON): "
+        "its markers and DuckDB queries would otherwise share the machine with the latency "
+        "being measured.",
         _rss_note(results),
         _replay_note(results),
         "`*`: more than 0.1 % of requests left over 1 ms late, or under 99 % of the scheduled "
