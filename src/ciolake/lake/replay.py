@@ -42,7 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
-from ciolake.dedup import DedupIndex
+from ciolake.dedup import DedupIndex, keep_from_day
 from ciolake.events.decode import Typed, decode_event
 from ciolake.lake import rows
 from ciolake.lake.files import DataFile, write_files
@@ -921,11 +921,16 @@ def _bodies(chunk: pa.Table) -> list[memoryview | bytes]:
 
 
 def _dedup_entries(written: pa.Table) -> Iterator[tuple[str, int]]:
-    received_day = pc.divide(written.column("received_at").cast(pa.int64()), _MICROS_PER_DAY)
-    event_day = pc.divide(written.column("timestamp"), _SECONDS_PER_DAY)
-    # keep_from_day: the later of receipt and event time (both non-negative here).
-    days = pc.max_element_wise(received_day, event_day)
-    return zip(written.column("event_id").to_pylist(), days.to_pylist(), strict=True)
+    received = written.column("received_at").cast(pa.int64()).to_pylist()
+    return (
+        (event_id, keep_from_day(at, timestamp))
+        for event_id, at, timestamp in zip(
+            written.column("event_id").to_pylist(),
+            received,
+            written.column("timestamp").to_pylist(),
+            strict=True,
+        )
+    )
 
 
 def _indices(mask: pa.BooleanArray | pa.ChunkedArray) -> pa.Int64Array:
