@@ -90,11 +90,19 @@ def test_return_free_memory_does_nothing_without_malloc_trim(
     assert returned(return_free_memory) is None
 
 
-def _allocator_setting(environment: dict[str, str]) -> str:
-    code = "import os, ciolake; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+def _printed(code: str, environment: dict[str, str], *args: str) -> str:
+    """What Python ``code`` prints, run in a fresh interpreter with ``environment``."""
     return subprocess.run(
-        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
+
+
+def _allocator_setting(environment: dict[str, str]) -> str:
+    return _printed("import os, ciolake; print(os.environ.get('_RJEM_MALLOC_CONF'))", environment)
 
 
 def test_delta_rs_is_told_to_hand_freed_memory_back_at_once() -> None:
@@ -109,3 +117,46 @@ def test_an_allocator_setting_of_the_users_own_wins() -> None:
     environment = {**os.environ, "_RJEM_MALLOC_CONF": "narenas:2"}
 
     assert _allocator_setting(environment) == "narenas:2"
+
+
+def _arrow_pool(environment: dict[str, str]) -> str:
+    code = "import ciolake, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    return _printed(code, environment)
+
+
+def test_arrow_allocates_with_malloc_in_a_process_that_imports_ciolake_first() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+
+    assert _arrow_pool(environment) == "system"
+
+
+def test_an_arrow_pool_of_the_users_own_wins() -> None:
+    environment = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}
+
+    assert _arrow_pool(environment) == "mimalloc"
+
+
+# Frees an 8 MiB block (glibc then raises its mmap threshold to 8 MiB), allocates 1 MiB, and
+# prints whether that block came from the heap.
+_BLOCK_AFTER_A_LARGER_ONE = """
+import ctypes, sys
+from ciolake.memory import keep_large_blocks_apart
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "kept-apart":
+    assert keep_large_blocks_apart()
+libc.free(libc.malloc(8 << 20))
+block = libc.malloc(1 << 20)
+heap = next(line for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]"))
+low, high = (int(bound, 16) for bound in heap.split()[0].split("-"))
+print("heap" if low <= block < high else "own mapping")
+"""
+
+
+@pytest.mark.skipif(not ON_GLIBC, reason="mallopt is a glibc function")
+@pytest.mark.parametrize(
+    ("mode", "where"), [("kept-apart", "own mapping"), ("glibc-default", "heap")]
+)
+def test_large_blocks_get_their_own_mapping_once_kept_apart(mode: str, where: str) -> None:
+    assert _printed(_BLOCK_AFTER_A_LARGER_ONE, dict(os.environ), mode) == where

@@ -10,3 +10,8 @@ __version__ = "0.1.0"
 # pages at once keeps 8. It must be set before deltalake is loaded, hence here: every ciolake
 # module is imported after this one. A value set by the user wins.
 _os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+
+# Arrow's own default pool (mimalloc) keeps freed memory too; the committer's batches already
+# allocate through malloc (``memory.use_system_allocator``), and this covers what Arrow's C++
+# code allocates without being handed a pool. Same rule: before pyarrow loads; the user's wins.
+_os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")

@@ -5,6 +5,10 @@ keep the freed memory for themselves: Arrow's default pool (mimalloc) and glibc'
 returns freed heap pages to the system only when asked. Measured on 5,000-event batches, the
 committer's resident memory settled at about 300 MiB over its start with both, and under
 100 MiB once Arrow allocates with malloc and the heap is trimmed after each batch.
+
+glibc also moves its threshold for serving a block with its own ``mmap`` up to the largest
+block freed so far (up to 32 MiB), so after the first batch a batch's multi-MiB Arrow buffers
+came from the heap, where they were left as fragments that trimming cannot return.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import functools
 from collections.abc import Callable
 
 import pyarrow as pa
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def use_system_allocator() -> None:
@@ -29,10 +35,28 @@ def return_free_memory() -> None:
         trim(0)
 
 
+def keep_large_blocks_apart(threshold_bytes: int = 128 * 1024) -> bool:
+    """Make glibc serve every block of ``threshold_bytes`` or more with its own ``mmap``, so
+    that freeing it hands it back to the system at once (glibc's ``mallopt``).
+
+    A fixed threshold also turns off glibc's raising of it. Measured over 1,000,000 events at
+    4,800/s (``bench``'s memory check), the server's peak RSS went from 292 to 272 MiB.
+
+    Returns:
+        True if glibc took the setting; False where there is no ``mallopt``.
+    """
+    mallopt = _libc_function("mallopt")
+    return mallopt is not None and mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1
+
+
+def _malloc_trim() -> Callable[..., int] | None:
+    return _libc_function("malloc_trim")
+
+
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc_function(name: str) -> Callable[..., int] | None:
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
-    function: Callable[[int], int] | None = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    function: Callable[..., int] | None = getattr(ctypes.CDLL(library), name, None)
     return function

@@ -28,13 +28,14 @@ from ciolake.journal import highest_lsn
 from ciolake.journal_tail import JournalTail
 from ciolake.lake.maintenance import compact_closed_days
 from ciolake.lake.writer import DeltaWriter
+from ciolake.launch import WorkerLaunch, launch_input, stream_directory, worker_command
 from ciolake.locks import FileLock, acquire_lock, commit_lock_path
 from ciolake.logs import configure_logging
+from ciolake.memory import keep_large_blocks_apart
 from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
 from ciolake.priority import lower_this_thread
 from ciolake.settings import Settings, decode_settings, encode_settings
 from ciolake.shared import SharedState
-from ciolake.worker import WorkerLaunch, launch_input, stream_directory, worker_command
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +276,7 @@ def main(argv: Sequence[str]) -> int:
     with os.fdopen(int(argv[argv.index("--settings-fd") + 1]), "rb") as pipe:
         settings = decode_settings(pipe.read())
     configure_logging(settings.log_level)
+    keep_large_blocks_apart()
     supervisor = Supervisor(
         settings, workers=settings.workers or os.cpu_count() or 1, clock=time.time
     )

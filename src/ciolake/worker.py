@@ -18,15 +18,15 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
 import uvicorn
 
 from ciolake.errors import BacklogFullError
 from ciolake.journal import FLAG_STALE, Journal, JournalRecord, highest_lsn
+from ciolake.launch import read_launch_input, stream_directory
 from ciolake.locks import acquire_lock
 from ciolake.logs import configure_logging
 from ciolake.metrics import Metrics
-from ciolake.settings import Settings, decode_settings, encode_settings
+from ciolake.settings import Settings
 from ciolake.shared import SharedState
 from ciolake.verify import Verdict
 from ciolake.web import create_app
@@ -36,11 +36,6 @@ logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _FAILURES_BEFORE_UNREADY = 3
-
-
-def stream_directory(settings: Settings, stream: int) -> Path:
-    """Where journal ``stream`` lives."""
-    return settings.journal_dir / f"stream-{stream}"
 
 
 class WorkerIntake:
@@ -154,35 +149,11 @@ class WorkerIntake:
         await self.journal.close()
 
 
-class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
-    """What a worker process is started with (as JSON on its standard input: the settings
-    hold the signing keys, which must not show in the process list)."""
-
-    stream: int
-    next_lsn: int
-    socket_fd: int
-    shared_path: str
-    streams: int
-    supervisor_pid: int
-
-
-def worker_command() -> list[str]:
-    """The command that starts a worker; it reads ``launch_input`` on standard input."""
-    # Not ``-m ciolake.worker``: run as __main__, the module would log as "__main__".
-    return [sys.executable, "-c", "from ciolake.worker import main; main()"]
-
-
-def launch_input(settings: Settings, launch: WorkerLaunch) -> bytes:
-    """A worker's standard input: its launch record, a newline, and the settings."""
-    return msgspec.json.encode(launch) + b"\n" + encode_settings(settings)
-
-
 def main() -> None:
     """Entry point of a worker process (started by the supervisor)."""
-    head, _newline, settings = sys.stdin.buffer.read().partition(b"\n")
-    launch = msgspec.json.decode(head, type=WorkerLaunch)
+    launch, settings = read_launch_input(sys.stdin.buffer.read())
     run_worker(
-        settings=decode_settings(settings),
+        settings=settings,
         stream=launch.stream,
         next_lsn=launch.next_lsn,
         sock=socket.socket(fileno=launch.socket_fd),

@@ -1,0 +1,48 @@
+"""How the supervisor starts a worker process: its command, its standard input, its stream.
+
+Apart from ``worker.py`` so that the supervisor does not load the HTTP server (uvicorn,
+starlette, ssl: about 15 MiB) just to start the processes that run it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import msgspec
+
+from ciolake.settings import Settings, decode_settings, encode_settings
+
+
+class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
+    """What a worker process is started with (as JSON on its standard input: the settings
+    hold the signing keys, which must not show in the process list)."""
+
+    stream: int
+    next_lsn: int
+    socket_fd: int
+    shared_path: str
+    streams: int
+    supervisor_pid: int
+
+
+def stream_directory(settings: Settings, stream: int) -> Path:
+    """Where journal ``stream`` lives."""
+    return settings.journal_dir / f"stream-{stream}"
+
+
+def worker_command() -> list[str]:
+    """The command that starts a worker; it reads ``launch_input`` on standard input."""
+    # Not ``-m ciolake.worker``: run as __main__, the module would log as "__main__".
+    return [sys.executable, "-c", "from ciolake.worker import main; main()"]
+
+
+def launch_input(settings: Settings, launch: WorkerLaunch) -> bytes:
+    """A worker's standard input: its launch record, a newline, and the settings."""
+    return msgspec.json.encode(launch) + b"\n" + encode_settings(settings)
+
+
+def read_launch_input(data: bytes) -> tuple[WorkerLaunch, Settings]:
+    """The launch record and the settings from what ``launch_input`` wrote."""
+    head, _newline, settings = data.partition(b"\n")
+    return msgspec.json.decode(head, type=WorkerLaunch), decode_settings(settings)
