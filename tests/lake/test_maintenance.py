@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import subprocess
 import sys
@@ -94,6 +95,53 @@ def test_compaction_leaves_one_file_per_partition_and_the_same_rows(tmp_path: Pa
     assert email_result.vacuumed >= email_result.files_before - email_result.files_after
     on_disk = list((settings.data_dir / "tables" / "email_events").glob("event_date=*/*.parquet"))
     assert len(on_disk) == len(DeltaTable(email).file_uris())
+
+
+def _age_log(log: Path, days: int) -> None:
+    then = time.time() - days * DAY
+    for entry in log.iterdir():
+        os.utime(entry, (then, then))
+
+
+def test_compaction_deletes_commit_files_past_the_log_retention_and_keeps_the_rows(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=20
+    )
+    receive_in_small_batches(settings, bodies_over_days(200, days=2, seed=3), batch=20)
+    log = settings.data_dir / "tables" / "email_events" / "_delta_log"
+    compact_table(settings.tables_location, "email_events", before=None, retention_hours=168)
+    checkpoint = json.loads((log / "_last_checkpoint").read_text())["version"]
+    expired = {log / f"{v:020d}.json" for v in range(checkpoint)}
+    assert len(expired) >= 3
+    _age_log(log, days=31)  # past the default delta.logRetentionDuration of 30 days
+    receive_in_small_batches(settings, bodies_over_days(60, days=2, seed=4), batch=20)
+    before = snapshot(settings.data_dir)
+
+    compact_table(settings.tables_location, "email_events", before=None, retention_hours=168)
+
+    remaining = set(log.glob("*.json"))
+    # Before the checkpoint that is itself past the retention, every commit file is deleted;
+    # the checkpoint's own commit and those after it stay.
+    assert remaining.isdisjoint(expired)
+    assert log / f"{checkpoint:020d}.json" in remaining
+    assert snapshot(settings.data_dir) == before
+
+
+def test_compaction_keeps_log_files_younger_than_the_log_retention(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=20
+    )
+    receive_in_small_batches(settings, bodies_over_days(100, days=2, seed=5), batch=20)
+    log = settings.data_dir / "tables" / "email_events" / "_delta_log"
+    compact_table(settings.tables_location, "email_events", before=None, retention_hours=168)
+    _age_log(log, days=29)
+    commits = set(log.glob("*.json"))
+
+    compact_table(settings.tables_location, "email_events", before=None, retention_hours=168)
+
+    assert commits <= set(log.glob("*.json"))
 
 
 def test_before_limits_compaction_to_older_partitions(tmp_path: Path) -> None:

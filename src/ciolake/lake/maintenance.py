@@ -3,6 +3,11 @@
 Safe while the server writes: compaction rewrites files with ``dataChange=false`` and retries
 when a concurrent commit wins the race; vacuum only deletes files no snapshot younger than
 the retention refers to.
+
+The log needs no separate cleaning: each checkpoint (delta-rs's, here and in the committer)
+deletes the commit files older than the table's ``delta.logRetentionDuration`` (30 days by
+default) that precede a checkpoint as old, as Spark does, so every version younger than the
+retention can still be read.
 """
 
 from __future__ import annotations
