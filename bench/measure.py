@@ -75,7 +75,9 @@ class ProcessTreeMeter:
         for process in self.processes():
             try:
                 memory = process.memory_full_info()
-                self._hwm_bytes[process.pid] = _vm_hwm_bytes(process.pid)
+                # Kept at its highest: a process that has exited reads as 0.
+                hwm = max(self._hwm_bytes.get(process.pid, 0), _vm_hwm_bytes(process.pid))
+                self._hwm_bytes[process.pid] = hwm
             except (psutil.NoSuchProcess, OSError):
                 continue
             rss += memory.rss

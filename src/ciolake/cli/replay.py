@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.lake.replay import Replayer, ReplayRange, ReplayResult
-from ciolake.memory import keep_large_blocks_apart, use_system_allocator
+from ciolake.memory import use_system_allocator
 from ciolake.settings import load_settings
 
 
@@ -39,7 +39,6 @@ def replay(
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
     # Arrow's own pool keeps what each chunk freed; malloc gives it back (see memory.py).
     use_system_allocator()
-    keep_large_blocks_apart()
     selection = ReplayRange(
         since=since.date() if since else None, until=until.date() if until else None
     )
