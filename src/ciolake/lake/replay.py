@@ -9,9 +9,10 @@ committer keeps the first), and reconciles the chunk with each channel table:
   rows (``event_id``, ``received_at``, journal position) and joins them to the chunk's;
 - an event with no stored row is appended (a blind append);
 - a stored row from an earlier delivery than the chunk's wins and is left alone;
-- a stored row from the same delivery is read back (only the files holding such rows) and
-  compared column by column with what today's code derives; it is rewritten only if it
-  differs, as is a stored row from a later delivery, or a duplicated one;
+- a stored row from the same delivery is read back (only the files holding such rows, and all
+  its columns but the payload, which is that delivery's body) and compared column by column
+  with what today's code derives; it is rewritten only if it differs, as is a stored row from a
+  later delivery, or a duplicated one;
 - a rewrite takes the rows out of the files that hold them (each rewritten without them) and
   adds the new rows, in one commit, so readers never see a row twice or missing.
 
@@ -69,6 +70,9 @@ _RAW_COLUMNS = [
     "received_date",
 ]
 _KEY_COLUMNS = ["event_id", "received_at", "journal_stream", "journal_lsn"]
+# A stored row from the same delivery (journal stream and lsn) was built from the same body, so
+# its copy of the body cannot differ: it is not read back to compare (it is most of a row).
+_NOT_COMPARED = frozenset({"payload"})
 _FRAGMENT = "__fragment_index"
 _SECONDS_PER_DAY = 86_400
 _MICROS_PER_DAY = _SECONDS_PER_DAY * 1_000_000
@@ -717,16 +721,25 @@ def _changed(
 
 
 def _stored_rows(files: TableFiles, group: pa.Int64Array, wanted: pa.Array) -> pa.Table:
-    """The rows of the files at ``group`` whose event id is ``wanted``, in the table's schema."""
-    kept = list(_stream_rows(files, group, wanted, matching=True))
-    return pa.concat_tables(kept) if kept else files.spec.schema.empty_table()
+    """The rows of the files at ``group`` whose event id is ``wanted``: the table's columns
+    but those ``_NOT_COMPARED``."""
+    compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
+    kept = list(_stream_rows(files, group, wanted, matching=True, columns=compared))
+    if kept:
+        return pa.concat_tables(kept)
+    return pa.schema([files.spec.schema.field(name) for name in compared]).empty_table()
 
 
 def _stream_rows(
-    files: TableFiles, group: pa.Int64Array, ids: pa.Array, *, matching: bool
+    files: TableFiles,
+    group: pa.Int64Array,
+    ids: pa.Array,
+    *,
+    matching: bool,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[pa.Table]:
     """The rows of the files at ``group`` whose event id is (or, if not ``matching``, is not)
-    in ``ids``, a few pages at a time, in the table's schema.
+    in ``ids``, a few pages at a time, in the table's schema (only ``columns``, if given).
 
     Each file is streamed and filtered as it comes: a file delta-rs rewrote (a delete, a
     compaction) holds a partition in one row group, which a dataset scan decodes whole
@@ -735,7 +748,8 @@ def _stream_rows(
     assert files.root is not None
     schema = files.spec.schema
     partition = files.spec.partition_by
-    names = [name for name in schema.names if name != partition]
+    selected = schema.names if columns is None else list(columns)
+    names = [name for name in selected if name != partition]
     target = pa.schema([schema.field(name) for name in names])
     for index in group.to_pylist():
         value = files.partitions[index]
@@ -749,7 +763,7 @@ def _stream_rows(
             piece = piece.filter(found if matching else pc.invert(found))
             if piece.num_rows:
                 dates = pa.array([value.as_py()] * piece.num_rows, pa.date32())
-                yield piece.append_column(partition, dates).select(schema.names)
+                yield piece.append_column(partition, dates).select(selected)
 
 
 def _mark_changed(
@@ -783,6 +797,8 @@ def _mark_changed(
             .column("row")
         )
     for column in derived.schema:
+        if column.name in _NOT_COMPARED:
+            continue
         theirs = stored.column(column.name)
         if theirs.type != column.type:
             theirs = theirs.cast(column.type)
