@@ -58,10 +58,37 @@ def test_use_system_allocator_makes_arrow_allocate_with_malloc(switch_pool: Pool
     assert system.bytes_allocated() - before < 100_000 * 8
 
 
-def test_return_free_memory_runs_and_returns_none() -> None:
-    garbage = [bytes(4096) for _ in range(256)]
-    del garbage
-    assert returned(return_free_memory) is None
+# Frees 200 MiB of 4 KiB blocks held below a block still in use (so the heap cannot shrink from
+# its top), optionally returns free memory, and prints how much resident memory that left.
+_FREED_BELOW_A_LIVE_BLOCK = """
+import ctypes, sys
+from ciolake.memory import return_free_memory
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def anon_mib():
+    line = next(l for l in open("/proc/self/status") if l.startswith("RssAnon"))
+    return int(line.split()[1]) // 1024
+before = anon_mib()
+blocks = [libc.malloc(4096) for _ in range(51_200)]
+for block in blocks:
+    ctypes.memset(block, 1, 4096)
+live = libc.malloc(4096)
+for block in blocks:
+    libc.free(block)
+if sys.argv[1] == "returned":
+    return_free_memory()
+print(anon_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not ON_GLIBC, reason="malloc_trim is a glibc function")
+def test_return_free_memory_hands_freed_heap_pages_back() -> None:
+    kept = int(_printed(_FREED_BELOW_A_LIVE_BLOCK, dict(os.environ), "kept"))
+    after_return = int(_printed(_FREED_BELOW_A_LIVE_BLOCK, dict(os.environ), "returned"))
+
+    assert kept >= 150  # glibc alone keeps the freed pages resident
+    assert after_return < 50
 
 
 @pytest.mark.skipif(not ON_GLIBC, reason="malloc_trim is a glibc function")
