@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
 from ciolake.errors import ConfigurationError
-from ciolake.journal import JournalRecord
+from ciolake.journal_records import JournalRecord
 from ciolake.lake.tables import RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
 from ciolake.metrics import Metrics

@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
-from ciolake.journal import JournalRecord
+from ciolake.journal_records import JournalRecord
 from ciolake.lake.tables import CHANNEL_TABLES, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter, app_id
 from ciolake.metrics import Metrics

@@ -11,7 +11,8 @@ from unittest import mock
 import pytest
 
 from ciolake.errors import JournalUnavailableError
-from ciolake.journal import Journal, JournalRecord, encode_record, scan_segment
+from ciolake.journal import Journal
+from ciolake.journal_records import JournalRecord, encode_record, scan_segment
 
 
 def make_journal(

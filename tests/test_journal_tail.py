@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ciolake.journal import JournalRecord, encode_record
+from ciolake.journal_records import JournalRecord, encode_record
 from ciolake.journal_tail import _MIN_READ, JournalTail
 
 STREAM = 3

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from ciolake.dedup import DedupIndex, keep_from_day
 from ciolake.events.decode import Quarantined, decode_event
-from ciolake.journal import JournalRecord
+from ciolake.journal_records import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter

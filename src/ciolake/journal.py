@@ -6,8 +6,7 @@ request that queued up meanwhile (group commit). At start-up every segment is sc
 cut short by a crash (bad length or checksum) ends its segment and is truncated away, keeping
 all records before it. Segments are deleted once everything in them is committed to the tables.
 
-Record layout (little-endian): ``length:u32 crc32:u32`` then ``length`` payload bytes:
-``lsn:u64 received_at_us:i64 x_cio_timestamp:i64 flags:u8 body``.
+The record format and segment reading are in ``ciolake.journal_records``.
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,94 +23,15 @@ from pathlib import Path
 
 from ciolake.errors import JournalUnavailableError
 from ciolake.fsync import fsync_directory
-
-_HEADER = struct.Struct("<II")
-_FIXED = struct.Struct("<QqqB")
-_SUFFIX = ".seg"
-# A length beyond this can only come from a torn or corrupt header.
-_MAX_PAYLOAD = 1 << 30
-FLAG_STALE = 1
+from ciolake.journal_records import (
+    SEGMENT_SUFFIX,
+    JournalRecord,
+    encode_record,
+    recover_segment,
+    segment_paths,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class JournalRecord:
-    """One authentic delivery as journaled: a sequence number, when it came, and its bytes."""
-
-    lsn: int
-    received_at_us: int
-    x_cio_timestamp: int
-    flags: int
-    body: bytes
-    # Which journal (one per worker process) the record is in; not stored in the record.
-    stream: int = 0
-
-    @property
-    def stale(self) -> bool:
-        return bool(self.flags & FLAG_STALE)
-
-
-def encode_record(record: JournalRecord) -> bytes:
-    """The on-disk bytes of one record."""
-    payload = (
-        _FIXED.pack(record.lsn, record.received_at_us, record.x_cio_timestamp, record.flags)
-        + record.body
-    )
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def scan_segment(data: bytes, stream: int = 0) -> tuple[list[JournalRecord], int]:
-    """Parse a segment's bytes.
-
-    Returns:
-        The intact records in order, and the length of the intact prefix; anything after it
-        is a torn or corrupt tail.
-    """
-    records: list[JournalRecord] = []
-    offset = 0
-    view = memoryview(data)
-    while offset + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, offset)
-        start, end = offset + _HEADER.size, offset + _HEADER.size + length
-        if length < _FIXED.size or length > _MAX_PAYLOAD or end > len(data):
-            break
-        if zlib.crc32(view[start:end]) != crc:
-            break
-        lsn, received_at_us, x_cio_timestamp, flags = _FIXED.unpack_from(data, start)
-        body = bytes(view[start + _FIXED.size : end])  # the one copy: the body outlives ``data``
-        records.append(JournalRecord(lsn, received_at_us, x_cio_timestamp, flags, body, stream))
-        offset = end
-    return records, offset
-
-
-def segment_paths(directory: Path) -> list[Path]:
-    """The segment files of one journal, oldest first (names are the first lsn, zero-padded)."""
-    return sorted(directory.glob(f"*{_SUFFIX}"))
-
-
-def recover_segment(path: Path, stream: int = 0) -> list[JournalRecord]:
-    """Read a segment, truncating a torn or corrupt tail; return its intact records."""
-    data = path.read_bytes()
-    records, intact = scan_segment(data, stream)
-    if intact < len(data):
-        logger.warning(
-            "journal tail dropped",
-            extra={"segment": str(path), "bytes_dropped": len(data) - intact},
-        )
-        with path.open("r+b") as handle:
-            handle.truncate(intact)
-            os.fsync(handle.fileno())
-    return records
-
-
-def highest_lsn(directory: Path) -> int:
-    """The highest intact lsn in a journal directory (0 if none), without changing any file."""
-    for path in reversed(segment_paths(directory)):
-        records, _intact = scan_segment(path.read_bytes())
-        if records:
-            return records[-1].lsn
-    return 0
 
 
 @dataclass(slots=True)
@@ -262,7 +180,7 @@ class Journal:
 
     def _start_segment(self, first_lsn: int) -> None:
         self._close_active()
-        path = self._directory / f"{first_lsn:020d}{_SUFFIX}"
+        path = self._directory / f"{first_lsn:020d}{SEGMENT_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
         # The new name must be durable too, or a crash could lose the whole file.
         fsync_directory(self._directory)

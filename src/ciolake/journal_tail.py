@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ciolake.journal import JournalRecord, recover_segment, scan_segment, segment_paths
+from ciolake.journal_records import JournalRecord, recover_segment, scan_segment, segment_paths
 
 # Reads smaller than this would only add system calls.
 _MIN_READ = 1 << 20

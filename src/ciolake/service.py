@@ -10,7 +10,8 @@ from collections.abc import Callable
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
 from ciolake.errors import BacklogFullError, JournalUnavailableError
-from ciolake.journal import FLAG_STALE, Journal, JournalRecord
+from ciolake.journal import Journal
+from ciolake.journal_records import FLAG_STALE, JournalRecord
 from ciolake.lake.writer import DeltaWriter
 from ciolake.locks import FileLock, commit_lock_path
 from ciolake.metrics import Metrics

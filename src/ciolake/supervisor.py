@@ -24,7 +24,7 @@ from typing import NoReturn
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
 from ciolake.errors import ConfigurationError
-from ciolake.journal import highest_lsn
+from ciolake.journal_records import highest_lsn
 from ciolake.journal_tail import JournalTail
 from ciolake.lake.maintenance import compact_closed_days
 from ciolake.lake.writer import DeltaWriter

@@ -21,7 +21,8 @@ from pathlib import Path
 import uvicorn
 
 from ciolake.errors import BacklogFullError
-from ciolake.journal import FLAG_STALE, Journal, JournalRecord, highest_lsn
+from ciolake.journal import Journal
+from ciolake.journal_records import FLAG_STALE, JournalRecord, highest_lsn
 from ciolake.launch import read_launch_input, stream_directory
 from ciolake.locks import acquire_lock
 from ciolake.logs import configure_logging

@@ -13,9 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import pytest
 from deltalake import DeltaTable
 
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
+from ciolake.lake import maintenance
 from ciolake.lake.maintenance import compact_all, compact_table
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.service import Receiver
@@ -95,6 +98,32 @@ def test_compaction_leaves_one_file_per_partition_and_the_same_rows(tmp_path: Pa
     assert email_result.vacuumed >= email_result.files_before - email_result.files_after
     on_disk = list((settings.data_dir / "tables" / "email_events").glob("event_date=*/*.parquet"))
     assert len(on_disk) == len(DeltaTable(email).file_uris())
+
+
+def test_compacted_files_have_bounded_compressed_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader decodes a row group whole: one per partition would hold a whole day in memory.
+    monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
+    settings = Settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=40
+    )
+    receive_in_small_batches(settings, bodies_over_days(240, days=1, seed=3), batch=40)
+    email = str(settings.data_dir / "tables" / "email_events")
+    before = snapshot(settings.data_dir)
+    compact_table(settings.tables_location, "email_events", before=None, retention_hours=0)
+    (path,) = DeltaTable(email).file_uris()
+    metadata = pq.ParquetFile(path).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sum(sizes) > 16
+    assert max(sizes) == 16
+    codecs = {
+        metadata.row_group(i).column(j).compression
+        for i in range(metadata.num_row_groups)
+        for j in range(metadata.num_columns)
+    }
+    assert codecs == {"ZSTD"}
+    assert snapshot(settings.data_dir) == before
 
 
 def _age_log(log: Path, days: int) -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
 from ciolake.events.decode import Typed, decode_event
-from ciolake.journal import JournalRecord
-from ciolake.lake import rows
+from ciolake.journal_records import JournalRecord
+from ciolake.lake import maintenance, replay, rows
 from ciolake.lake.files import write_files
 from ciolake.lake.log import ConcurrentRemoveError, RemovedFile, commit_rewrite
 from ciolake.lake.replay import Replayer, ReplayRange
@@ -114,6 +115,38 @@ def test_rows_that_differ_from_todays_derivation_are_rewritten(
     assert sum(result.added.values()) == 0
     again = Replayer(settings).run(ReplayRange(), include_quarantine=False)
     assert sum(again.rewritten.values()) == sum(again.added.values()) == 0
+
+
+def test_compacted_tables_of_many_row_groups_replay_like_small_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
+    # Raw rows are read a few pages at a time: here, every file in several reads.
+    monkeypatch.setattr(replay, "_RAW_BATCH_ROWS", 16)
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(300, seed=14, timestamp=NOW)
+    for start in range(0, 300, 100):  # three commits: files for compaction to merge
+        receive_at(settings, bodies[start : start + 100], at=NOW + 5)
+    maintenance.compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
+    (raw_file,) = DeltaTable(str(settings.data_dir / "tables" / "raw_events")).file_uris()
+    assert pq.ParquetFile(raw_file).metadata.num_row_groups == -(-300 // 16)
+    before = stored(settings)
+    email_events(settings).update(
+        updates={"subject": "'changed by hand'"}, predicate="metric = 'clicked'"
+    )
+    email_events(settings).delete("metric = 'opened'")
+    emails = [v for v in before.values() if v["table"] == "email_events"]
+    clicked = sum(v["metric"] == "clicked" for v in emails)
+    opened = sum(v["metric"] == "opened" for v in emails)
+    assert clicked
+    assert opened
+
+    result = Replayer(settings, chunk_rows=64).run(ReplayRange(), include_quarantine=False)
+
+    assert stored(settings) == before
+    assert sum(result.rewritten.values()) == result.rewritten["email_events"] == clicked
+    assert sum(result.added.values()) == result.added["email_events"] == opened
+    assert result.deliveries == 300
 
 
 def test_a_row_from_the_same_delivery_is_not_compared_on_its_payload(tmp_path: Path) -> None:

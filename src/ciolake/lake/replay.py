@@ -88,6 +88,7 @@ _READ_GROUP_BYTES = 4 * 1024 * 1024
 _COMMIT_ATTEMPTS = 5
 _KEY_FILES_PER_SCAN = 32
 _STORED_BATCH_ROWS = 2_048
+_RAW_BATCH_ROWS = 4_096
 # Rows kept from a rewritten file go to new files of about this size in memory.
 _REMAINDER_BYTES = 64 * 1024 * 1024
 _STATISTICS = ("event_id", "received_at", "journal_lsn")
@@ -333,13 +334,9 @@ class Replayer:
         dataset = raw.dataset(order)
         pending: list[pa.Table] = []
         held_rows = held_bytes = 0
-        # One file at a time, in this thread: a scanner reads ahead in the background while
-        # the chunk is decoded, and held 1 GiB of bodies that way.
-        for fragment in dataset.get_fragments(filter=selection.expression()):
-            part = fragment.to_table(
-                schema=dataset.schema, columns=_RAW_COLUMNS, filter=selection.expression()
-            )
-            row_bytes = part.nbytes / max(1, part.num_rows)
+        for batch in _raw_batches(dataset, selection.expression()):
+            row_bytes = batch.nbytes / max(1, batch.num_rows)
+            part = batch
             while part.num_rows:
                 # Cut within a file too: compacted files hold far more than a chunk.
                 fits = max(1, int((self._chunk_bytes - held_bytes) / row_bytes))
@@ -374,9 +371,11 @@ class Replayer:
                 received_at=chunk.column("received_at").take(taken),
                 journal_stream=chunk.column("journal_stream").take(taken),
                 journal_lsn=chunk.column("journal_lsn").take(taken),
-                payload=chunk.column("body").take(taken),
+                # Most of a row, and needed only for rows written: taken then (_Bodies).
+                payload=pa.nulls(len(indices), pa.string()),
             )
-            written = self._reconcile(table, derived, result)
+            bodies = _Bodies(chunk.column("body"), taken)
+            written = self._reconcile(table, derived, bodies, result)
             recorded.extend(_dedup_entries(derived.filter(written)))
         if recorded:
             dedup.record(recorded, applied={})
@@ -429,14 +428,16 @@ class Replayer:
             items.append(typed)
         return chosen
 
-    def _reconcile(self, table: str, derived: pa.Table, result: ReplayResult) -> pa.BooleanArray:
+    def _reconcile(
+        self, table: str, derived: pa.Table, bodies: _Bodies, result: ReplayResult
+    ) -> pa.BooleanArray:
         """Bring ``table`` in line with ``derived``; return which derived rows were written."""
         result.count(result.upserted, table, derived.num_rows)
         for attempt in range(_COMMIT_ATTEMPTS):
             files = self._files(table)
             plan = _plan(files, derived, self._keys)
             try:
-                self._write(files, derived, plan)
+                self._write(files, derived, bodies, plan)
             except (ConcurrentRemoveError, MetadataChangedError):
                 # Compaction (or a schema change) got in between: plan again from its version.
                 if attempt == _COMMIT_ATTEMPTS - 1:
@@ -450,8 +451,9 @@ class Replayer:
             return written
         raise AssertionError("unreachable")
 
-    def _write(self, files: TableFiles, derived: pa.Table, plan: _Plan) -> None:
-        incoming = derived.filter(pc.or_(plan.new, plan.rewrite))
+    def _write(self, files: TableFiles, derived: pa.Table, bodies: _Bodies, plan: _Plan) -> None:
+        written_rows = pc.or_(plan.new, plan.rewrite)
+        incoming = bodies.fill(derived.filter(written_rows), written_rows)
         if not incoming.num_rows:
             return
         if files.root is None:
@@ -529,6 +531,40 @@ class Replayer:
             .when_matched_delete()
             .execute()
         )
+
+
+def _raw_batches(dataset: pads.Dataset, expression: pads.Expression | None) -> Iterator[pa.Table]:
+    """The raw columns of ``dataset``'s files, a file at a time, a few pages at a time.
+
+    Read by a Parquet reader in this thread's order: a dataset scan reads ahead in the
+    background, and held 1 GiB of bodies while a chunk was decoded, and 800 MiB for one
+    compacted file whatever its readahead settings.
+    """
+    target = pa.schema([dataset.schema.field(name) for name in _RAW_COLUMNS])
+    in_file = [name for name in _RAW_COLUMNS if name != "received_date"]
+    for fragment in dataset.get_fragments(filter=expression):
+        day = pads.get_partition_keys(fragment.partition_expression).get("received_date")
+        with fragment.filesystem.open_input_file(fragment.path) as source:
+            reader = pq.ParquetFile(source, pre_buffer=False)
+            for batch in reader.iter_batches(batch_size=_RAW_BATCH_ROWS, columns=in_file):
+                if batch.num_rows:
+                    days = pa.array([day] * batch.num_rows, pa.date32())
+                    piece = pa.Table.from_batches([batch]).append_column("received_date", days)
+                    yield piece.cast(target)
+
+
+@dataclass(frozen=True)
+class _Bodies:
+    """The chunk's bodies, and the chunk row of each derived row: the payloads to write."""
+
+    chunk_bodies: pa.ChunkedArray
+    chunk_rows: pa.Int64Array
+
+    def fill(self, incoming: pa.Table, rows: pa.BooleanArray) -> pa.Table:
+        """``incoming`` (the derived rows where ``rows``) with their payload column."""
+        index = incoming.schema.get_field_index("payload")
+        payload = self.chunk_bodies.take(self.chunk_rows.filter(rows)).cast(pa.string())
+        return incoming.set_column(index, incoming.schema.field(index), payload)
 
 
 @dataclass

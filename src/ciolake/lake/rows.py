@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ciolake.events.decode import Quarantined, Typed
-from ciolake.journal import JournalRecord
+from ciolake.journal_records import JournalRecord
 from ciolake.lake.tables import (
     ALL_SPECS,
     CHANNEL_SPECS,
