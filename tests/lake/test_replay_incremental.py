@@ -149,6 +149,87 @@ def test_compacted_tables_of_many_row_groups_replay_like_small_files(
     assert result.deliveries == 300
 
 
+def compacted_in_row_groups_of_16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Settings, set[str]]:
+    """300 deliveries in three commits, then compacted into files of 16-row row groups, which
+    replay treats as big files (read a row group at a time); and the ids of its last chunk."""
+    monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
+    monkeypatch.setattr(replay, "_READ_GROUP_BYTES", 1)
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(300, seed=15, timestamp=NOW)
+    for start in range(0, 300, 100):  # three commits: files for compaction to merge
+        receive_at(settings, bodies[start : start + 100], at=NOW + 5)
+    maintenance.compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
+    # Replay reads the one compacted raw file in its order: the ids of its last chunk of 64.
+    (raw_file,) = DeltaTable(str(settings.data_dir / "tables" / "raw_events")).file_uris()
+    in_order = pq.read_table(raw_file, columns=["event_id"]).column("event_id").to_pylist()
+    return settings, set(in_order[256:]) - set(in_order[:256])
+
+
+def decoder_flagging_clicks(monkeypatch: pytest.MonkeyPatch, among: set[str]) -> None:
+    """Today's decoder adds a spec violation to the clicks ``among`` these event ids: a
+    derivation that changed. (Only late events: until a chunk rewrites its rows, a compacted
+    file keeps its row groups, and the chunks before read them by position.)"""
+
+    def decode(body: bytes) -> Any:
+        decoded = decode_event(body)
+        if (
+            isinstance(decoded, Typed)
+            and decoded.event.metric == "clicked"
+            and decoded.event.event_id in among
+        ):
+            decoded.spec_violations = [*decoded.spec_violations, "changed_by:test"]
+        return decoded
+
+    monkeypatch.setattr(replay, "decode_event", decode)
+
+
+def test_a_changed_row_in_a_big_file_is_found_reading_only_its_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, late = compacted_in_row_groups_of_16(tmp_path, monkeypatch)
+    before = stored(settings)
+    clicks = {k for k, v in before.items() if v["metric"] == "clicked" and k in late}
+    assert len({before[k]["table"] for k in clicks}) > 1
+    decoder_flagging_clicks(monkeypatch, late)
+    reads: list[tuple[int, int]] = []
+    read_rows = replay._file_rows
+
+    def spy(files: Any, index: int, reader: Any, **kwargs: Any) -> pa.Table:
+        groups = kwargs["row_groups"]
+        total = reader.metadata.num_row_groups
+        reads.append((total if groups is None else len(groups), total))
+        return read_rows(files, index, reader, **kwargs)
+
+    monkeypatch.setattr(replay, "_file_rows", spy)
+
+    result = Replayer(settings, chunk_rows=64).run(ReplayRange(), include_quarantine=False)
+
+    after = stored(settings)
+    assert {k for k in after if after[k] != before[k]} == clicks
+    assert all(after[k]["spec_violations"][-1] == "changed_by:test" for k in clicks)
+    assert sum(result.rewritten.values()) == len(clicks)
+    assert any(read < total for read, total in reads), "every read took the whole file"
+
+
+def test_rows_not_where_the_keys_said_are_still_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, late = compacted_in_row_groups_of_16(tmp_path, monkeypatch)
+    before = stored(settings)
+    clicks = {k for k, v in before.items() if v["metric"] == "clicked" and k in late}
+    decoder_flagging_clicks(monkeypatch, late)
+    # Every position taken for the first row group: most rows are elsewhere.
+    monkeypatch.setattr(replay, "_row_group_of", lambda _ends, _position: 0)
+
+    result = Replayer(settings, chunk_rows=64).run(ReplayRange(), include_quarantine=False)
+
+    after = stored(settings)
+    assert {k for k in after if after[k] != before[k]} == clicks
+    assert sum(result.rewritten.values()) == len(clicks)
+
+
 def test_a_row_from_the_same_delivery_is_not_compared_on_its_payload(tmp_path: Path) -> None:
     # The payload is the delivery's body itself, identical for the same journal record, and
     # most of a row's bytes: replay does not read it back (a differing payload is left alone).

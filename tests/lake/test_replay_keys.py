@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ciolake.lake.replay import KeyCache
+from ciolake.lake.replay import CombinedKeys, KeyCache
 
 
 def keys_of(name: str) -> pa.Table:
@@ -52,10 +52,16 @@ def test_keys_larger_than_the_budget_are_not_held() -> None:
     assert one_chunk(cache, ["f0"]) == 0
 
 
+def two_files() -> CombinedKeys:
+    both = pa.concat_tables([keys_of("f0"), keys_of("f1")])
+    held_at = pa.array([0] * 100 + [1] * 100, pa.int64())
+    return both, held_at, pa.array([0, 100], pa.int64())
+
+
 def test_combined_keys_are_reused_only_for_the_same_files() -> None:
     cache = cache_for(3)
     paths = ("f0", "f1")
-    combined = (pa.concat_tables([keys_of("f0"), keys_of("f1")]), pa.array([0] * 200, pa.int64()))
+    combined = two_files()
     cache.keep_combined("email_events", paths, combined)
     assert cache.combined("email_events", paths) is combined
     assert cache.combined("email_events", ("f0", "f1", "f2")) is None
@@ -65,6 +71,6 @@ def test_combined_keys_are_reused_only_for_the_same_files() -> None:
 def test_combined_keys_over_the_budget_are_not_kept() -> None:
     cache = cache_for(1)
     paths = ("f0", "f1")
-    combined = (pa.concat_tables([keys_of("f0"), keys_of("f1")]), pa.array([0] * 200, pa.int64()))
+    combined = two_files()
     cache.keep_combined("email_events", paths, combined)
     assert cache.combined("email_events", paths) is None

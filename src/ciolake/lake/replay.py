@@ -29,6 +29,7 @@ enter the dedup index.
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import itertools
 import time
@@ -91,6 +92,8 @@ _STORED_BATCH_ROWS = 2_048
 _RAW_BATCH_ROWS = 4_096
 # Rows kept from a rewritten file go to new files of about this size in memory.
 _REMAINDER_BYTES = 64 * 1024 * 1024
+# Stored keys of many files as one table, each row's file (position in the list), file starts.
+CombinedKeys = tuple[pa.Table, pa.Int64Array, pa.Int64Array]
 _STATISTICS = ("event_id", "received_at", "journal_lsn")
 _ACTION_COLUMNS = frozenset(
     {
@@ -632,8 +635,14 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
     # Remote tables: delta-rs numbers its own fragments, and rewrites go through a merge.
     held_in = joined.column("file").cast(pa.int64())
     if _true_count(check):
-        checked_files = pc.unique(held_in.filter(pc.take(check, row)))
-        rewrite = pc.or_(rewrite, _changed(files, derived, check, checked_files))
+        checked = pc.take(check, row)
+        holding = pa.table(
+            {
+                "file": held_in.filter(checked),
+                "position": joined.column("position").filter(checked),
+            }
+        )
+        rewrite = pc.or_(rewrite, _changed(files, derived, check, holding))
     rewrite_files = pc.unique(held_in.filter(pc.take(rewrite, row))).cast(pa.int64())
     return _Plan(new.combine_chunks(), rewrite.combine_chunks(), rewrite_files)
 
@@ -659,7 +668,7 @@ class KeyCache:
         self._chunk = 0
         # Least recently used first; each with the chunk that last used it.
         self._tables: OrderedDict[tuple[str, str], tuple[int, pa.Table]] = OrderedDict()
-        self._combined: dict[str, tuple[tuple[str, ...], tuple[pa.Table, pa.Int64Array]]] = {}
+        self._combined: dict[str, tuple[tuple[str, ...], CombinedKeys]] = {}
 
     def next_chunk(self) -> None:
         """Start the next chunk: what it uses is kept until the one after."""
@@ -674,14 +683,12 @@ class KeyCache:
         self._tables.move_to_end((table, path))
         return entry[1]
 
-    def combined(self, table: str, paths: tuple[str, ...]) -> tuple[pa.Table, pa.Int64Array] | None:
+    def combined(self, table: str, paths: tuple[str, ...]) -> CombinedKeys | None:
         """The keys of ``table``'s files ``paths`` in one table, if the last chunk kept them."""
         kept = self._combined.get(table)
         return kept[1] if kept is not None and kept[0] == paths else None
 
-    def keep_combined(
-        self, table: str, paths: tuple[str, ...], combined: tuple[pa.Table, pa.Int64Array]
-    ) -> None:
+    def keep_combined(self, table: str, paths: tuple[str, ...], combined: CombinedKeys) -> None:
         """Keep ``table``'s keys of ``paths`` in one table (from ``_combine``) for the next chunk.
 
         Replaces the last one: while nothing is committed, each chunk asks for the same files.
@@ -721,7 +728,8 @@ def _stored_keys(
             columns=[*_KEY_COLUMNS, _FRAGMENT],
             filter=pads.field(partition).isin(dates) & pads.field("event_id").isin(ids),
         )
-        return keys.rename_columns([*_KEY_COLUMNS, "file"])
+        keys = keys.rename_columns([*_KEY_COLUMNS, "file"])
+        return keys.append_column("position", pa.nulls(keys.num_rows, pa.int64()))
     chosen = candidates.to_pylist()
     found = {i: cache.get(files.name, files.paths[i]) for i in chosen}
     missing = [i for i in chosen if found[i] is None]
@@ -737,25 +745,32 @@ def _stored_keys(
     if combined is None:
         combined = _combine([table for _i, table in held])
         cache.keep_combined(files.name, paths, combined)
-    keys, held_at = combined
+    keys, held_at, starts = combined
     # Every stored key of the partitions is matched in one call: pyarrow builds the hash set of
     # the chunk's ids once per call, which per file would cost more than reading the keys.
     matched = _indices(pc.is_in(keys.column("event_id"), value_set=ids.combine_chunks()))
     file_at = pa.array([i for i, _table in held], pa.int64())
-    return keys.take(matched).append_column("file", file_at.take(held_at.take(matched)))
+    held_in = held_at.take(matched)
+    return (
+        keys.take(matched)
+        .append_column("file", file_at.take(held_in))
+        .append_column("position", pc.subtract(matched, starts.take(held_in)))
+    )
 
 
-def _combine(tables: list[pa.Table]) -> tuple[pa.Table, pa.Int64Array]:
-    """``tables`` as one contiguous table, and for each row the position of its table.
+def _combine(tables: list[pa.Table]) -> CombinedKeys:
+    """``tables`` as one contiguous table; for each row, which table; where each table starts.
 
     Contiguous, because matching and taking from a table of thousands of chunks costs a kernel
     call per chunk.
     """
     keys = pa.concat_tables(tables).combine_chunks()
-    ends = pa.array(list(itertools.accumulate(t.num_rows for t in tables)), pa.int64())
+    counts = [t.num_rows for t in tables]
+    ends = pa.array(list(itertools.accumulate(counts)), pa.int64())
     positions = pa.array(range(len(tables)), pa.int64())
     held_at = pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(ends, positions))
-    return keys, held_at
+    starts = pa.array(list(itertools.accumulate(counts[:-1], initial=0)), pa.int64())
+    return keys, held_at, starts
 
 
 def _read_keys(files: TableFiles, indices: list[int]) -> dict[int, pa.Table]:
@@ -785,9 +800,10 @@ def _read_keys(files: TableFiles, indices: list[int]) -> dict[int, pa.Table]:
 
 
 def _changed(
-    files: TableFiles, derived: pa.Table, check: pa.BooleanArray, holding: pa.Int64Array
+    files: TableFiles, derived: pa.Table, check: pa.BooleanArray, holding: pa.Table
 ) -> pa.BooleanArray:
-    """Which ``check`` rows differ from their stored row (read back from ``holding``)."""
+    """Which ``check`` rows differ from their stored row (read back from ``holding``: the
+    file and the position in it of each)."""
     changed = [False] * derived.num_rows
     to_check = _indices(check)
     if files.root is None:
@@ -801,22 +817,76 @@ def _changed(
         _mark_changed(stored, derived, to_check, changed)
     else:
         wanted = derived.column("event_id").take(to_check)
-        for group in _by_size(files, holding):
-            stored = _stored_rows(files, group, wanted)
+        positions: dict[int, list[int]] = {}
+        for index, position in zip(
+            holding.column("file").to_pylist(), holding.column("position").to_pylist(), strict=True
+        ):
+            positions.setdefault(index, []).append(position)
+        for group in _by_size(files, pa.array(sorted(positions), pa.int64())):
+            stored = _stored_rows(files, group, wanted, positions)
             _mark_changed(stored, derived, to_check, changed)
     return pa.array(changed, pa.bool_())
 
 
-def _stored_rows(files: TableFiles, group: pa.Int64Array, wanted: pa.Array) -> pa.Table:
+def _stored_rows(
+    files: TableFiles, group: pa.Int64Array, wanted: pa.Array, positions: dict[int, list[int]]
+) -> pa.Table:
     """The rows of the files at ``group`` whose event id is ``wanted``: the table's columns
-    but those ``_NOT_COMPARED``."""
+    but those ``_NOT_COMPARED``. ``positions`` says where in each file they are."""
     compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
     if max(files.sizes[i] for i in group.to_pylist()) <= _READ_GROUP_BYTES:
         return _scan_rows(files, group, wanted, compared)
-    kept = list(_stream_rows(files, group, wanted, matching=True, columns=compared))
-    if kept:
-        return pa.concat_tables(kept)
-    return pa.schema([files.spec.schema.field(name) for name in compared]).empty_table()
+    kept = [
+        _rows_at(files, index, positions[index], wanted, compared) for index in group.to_pylist()
+    ]
+    return pa.concat_tables(kept)
+
+
+def _rows_at(
+    files: TableFiles, index: int, positions: list[int], wanted: pa.Array, columns: list[str]
+) -> pa.Table:
+    """The rows of the big file ``index`` at ``positions`` whose id is ``wanted``, from the
+    row groups holding those positions only.
+
+    A compacted file holds a whole partition, of which a chunk wants a few runs of rows.
+    Should the rows found be fewer than the positions, the whole file is read after all.
+    """
+    assert files.root is not None
+    reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
+    metadata = reader.metadata
+    ends = list(
+        itertools.accumulate(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+    )
+    holding = sorted({_row_group_of(ends, position) for position in positions})
+    found = _file_rows(files, index, reader, row_groups=holding, wanted=wanted, columns=columns)
+    if found.num_rows < len(positions):
+        found = _file_rows(files, index, reader, row_groups=None, wanted=wanted, columns=columns)
+    return found
+
+
+def _row_group_of(ends: list[int], position: int) -> int:
+    """The row group holding row ``position``, given where each row group ends."""
+    return bisect.bisect_right(ends, position)
+
+
+def _file_rows(
+    files: TableFiles,
+    index: int,
+    reader: pq.ParquetFile,
+    *,
+    row_groups: list[int] | None,
+    wanted: pa.Array,
+    columns: list[str],
+) -> pa.Table:
+    """The ``columns`` of the rows of ``row_groups`` (all when None) whose id is ``wanted``."""
+    pieces = list(
+        _file_pieces(
+            files, index, reader, wanted, matching=True, columns=columns, row_groups=row_groups
+        )
+    )
+    if pieces:
+        return pa.concat_tables(pieces)
+    return pa.schema([files.spec.schema.field(name) for name in columns]).empty_table()
 
 
 def _scan_rows(
@@ -854,24 +924,41 @@ def _stream_rows(
     (2.4 GiB for 123,000 email rows) whatever its batch size.
     """
     assert files.root is not None
+    selected = files.spec.schema.names if columns is None else list(columns)
+    for index in group.to_pylist():
+        reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
+        yield from _file_pieces(files, index, reader, ids, matching=matching, columns=selected)
+
+
+def _file_pieces(
+    files: TableFiles,
+    index: int,
+    reader: pq.ParquetFile,
+    ids: pa.Array,
+    *,
+    matching: bool,
+    columns: list[str],
+    row_groups: list[int] | None = None,
+) -> Iterator[pa.Table]:
+    """``_stream_rows`` for the one file ``index``, open in ``reader``."""
     schema = files.spec.schema
     partition = files.spec.partition_by
-    selected = schema.names if columns is None else list(columns)
-    names = [name for name in selected if name != partition]
+    names = [name for name in columns if name != partition]
     target = pa.schema([schema.field(name) for name in names])
-    for index in group.to_pylist():
-        value = files.partitions[index]
-        reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
-        for batch in reader.iter_batches(batch_size=_STORED_BATCH_ROWS, columns=names):
-            piece = pa.Table.from_batches([batch])
-            if piece.schema != target:
-                # delta-rs writes string views and its own list item names.
-                piece = piece.cast(target)
-            found = pc.is_in(piece.column("event_id"), value_set=ids)
-            piece = piece.filter(found if matching else pc.invert(found))
-            if piece.num_rows:
-                dates = pa.array([value.as_py()] * piece.num_rows, pa.date32())
-                yield piece.append_column(partition, dates).select(selected)
+    value = files.partitions[index]
+    batches = reader.iter_batches(
+        batch_size=_STORED_BATCH_ROWS, row_groups=row_groups, columns=names
+    )
+    for batch in batches:
+        piece = pa.Table.from_batches([batch])
+        if piece.schema != target:
+            # delta-rs writes string views and its own list item names.
+            piece = piece.cast(target)
+        found = pc.is_in(piece.column("event_id"), value_set=ids)
+        piece = piece.filter(found if matching else pc.invert(found))
+        if piece.num_rows:
+            dates = pa.array([value.as_py()] * piece.num_rows, pa.date32())
+            yield piece.append_column(partition, dates).select(columns)
 
 
 def _mark_changed(
@@ -1080,6 +1167,7 @@ def _empty_keys() -> pa.Table:
             "journal_stream": pa.array([], pa.int64()),
             "journal_lsn": pa.array([], pa.int64()),
             "file": pa.array([], pa.int64()),
+            "position": pa.array([], pa.int64()),
         }
     )
 
