@@ -117,18 +117,27 @@ def test_rows_that_differ_from_todays_derivation_are_rewritten(
     assert sum(again.rewritten.values()) == sum(again.added.values()) == 0
 
 
-def test_compacted_tables_of_many_row_groups_replay_like_small_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def received_and_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, seed: int
+) -> tuple[Settings, str]:
+    """300 deliveries in three commits, then compacted into files of 16-row row groups; the
+    settings, and the one file of ``raw_events``."""
     monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
-    # Raw rows are read a few pages at a time: here, every file in several reads.
-    monkeypatch.setattr(replay, "_RAW_BATCH_ROWS", 16)
     settings = make_settings(tmp_path)
-    bodies = sample_bodies(300, seed=14, timestamp=NOW)
+    bodies = sample_bodies(300, seed=seed, timestamp=NOW)
     for start in range(0, 300, 100):  # three commits: files for compaction to merge
         receive_at(settings, bodies[start : start + 100], at=NOW + 5)
     maintenance.compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
     (raw_file,) = DeltaTable(str(settings.data_dir / "tables" / "raw_events")).file_uris()
+    return settings, raw_file
+
+
+def test_compacted_tables_of_many_row_groups_replay_like_small_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raw rows are read a few pages at a time: here, every file in several reads.
+    monkeypatch.setattr(replay, "_RAW_BATCH_ROWS", 16)
+    settings, raw_file = received_and_compacted(tmp_path, monkeypatch, seed=14)
     assert pq.ParquetFile(raw_file).metadata.num_row_groups == -(-300 // 16)
     before = stored(settings)
     email_events(settings).update(
@@ -152,17 +161,11 @@ def test_compacted_tables_of_many_row_groups_replay_like_small_files(
 def compacted_in_row_groups_of_16(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, set[str]]:
-    """300 deliveries in three commits, then compacted into files of 16-row row groups, which
-    replay treats as big files (read a row group at a time); and the ids of its last chunk."""
-    monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
+    """``received_and_compacted``, with every file taken for big by replay (read a row group
+    at a time); and the ids of replay's last chunk."""
     monkeypatch.setattr(replay, "_READ_GROUP_BYTES", 1)
-    settings = make_settings(tmp_path)
-    bodies = sample_bodies(300, seed=15, timestamp=NOW)
-    for start in range(0, 300, 100):  # three commits: files for compaction to merge
-        receive_at(settings, bodies[start : start + 100], at=NOW + 5)
-    maintenance.compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
+    settings, raw_file = received_and_compacted(tmp_path, monkeypatch, seed=15)
     # Replay reads the one compacted raw file in its order: the ids of its last chunk of 64.
-    (raw_file,) = DeltaTable(str(settings.data_dir / "tables" / "raw_events")).file_uris()
     in_order = pq.read_table(raw_file, columns=["event_id"]).column("event_id").to_pylist()
     return settings, set(in_order[256:]) - set(in_order[:256])
 
@@ -185,14 +188,23 @@ def decoder_flagging_clicks(monkeypatch: pytest.MonkeyPatch, among: set[str]) ->
     monkeypatch.setattr(replay, "decode_event", decode)
 
 
-def test_a_changed_row_in_a_big_file_is_found_reading_only_its_row_groups(
+def late_clicks_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Settings, dict[str, dict[str, Any]], set[str]]:
+    """Compacted tables whose late clicks today's decoder derives otherwise; the settings, the
+    rows before replay, and the ids of those clicks."""
     settings, late = compacted_in_row_groups_of_16(tmp_path, monkeypatch)
     before = stored(settings)
     clicks = {k for k, v in before.items() if v["metric"] == "clicked" and k in late}
-    assert len({before[k]["table"] for k in clicks}) > 1
     decoder_flagging_clicks(monkeypatch, late)
+    return settings, before, clicks
+
+
+def test_a_changed_row_in_a_big_file_is_found_reading_only_its_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, before, clicks = late_clicks_changed(tmp_path, monkeypatch)
+    assert len({before[k]["table"] for k in clicks}) > 1
     reads: list[tuple[int, int]] = []
     read_rows = replay._file_rows
 
@@ -216,10 +228,7 @@ def test_a_changed_row_in_a_big_file_is_found_reading_only_its_row_groups(
 def test_rows_not_where_the_keys_said_are_still_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, late = compacted_in_row_groups_of_16(tmp_path, monkeypatch)
-    before = stored(settings)
-    clicks = {k for k, v in before.items() if v["metric"] == "clicked" and k in late}
-    decoder_flagging_clicks(monkeypatch, late)
+    settings, before, clicks = late_clicks_changed(tmp_path, monkeypatch)
     # Every position taken for the first row group: most rows are elsewhere.
     monkeypatch.setattr(replay, "_row_group_of", lambda _ends, _position: 0)
 

@@ -60,8 +60,7 @@ def two_files() -> CombinedKeys:
 
 def test_combined_keys_are_reused_only_for_the_same_files() -> None:
     cache = cache_for(3)
-    paths = ("f0", "f1")
-    combined = two_files()
+    paths, combined = ("f0", "f1"), two_files()
     cache.keep_combined("email_events", paths, combined)
     assert cache.combined("email_events", paths) is combined
     assert cache.combined("email_events", ("f0", "f1", "f2")) is None
@@ -70,7 +69,13 @@ def test_combined_keys_are_reused_only_for_the_same_files() -> None:
 
 def test_combined_keys_over_the_budget_are_not_kept() -> None:
     cache = cache_for(1)
-    paths = ("f0", "f1")
-    combined = two_files()
-    cache.keep_combined("email_events", paths, combined)
-    assert cache.combined("email_events", paths) is None
+    cache.keep_combined("email_events", ("f0", "f1"), two_files())
+    assert cache.combined("email_events", ("f0", "f1")) is None
+
+
+def test_combined_keys_of_all_tables_share_one_budget() -> None:
+    cache = cache_for(3)
+    cache.keep_combined("email_events", ("f0", "f1"), two_files())
+    cache.keep_combined("push_events", ("f0", "f1"), two_files())
+    assert cache.combined("email_events", ("f0", "f1")) is not None
+    assert cache.combined("push_events", ("f0", "f1")) is None
