@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> None:
             say(f"[replay:{case}] {json.dumps(results[case])}")
         print(json.dumps(results, indent=2))
     finally:
-        if args.data_dir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        # The replay log's directory; a --data-dir given is elsewhere and stays.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
