@@ -911,28 +911,6 @@ def _scan_rows(
     return found.filter(pc.is_in(found.column("event_id"), value_set=wanted))
 
 
-def _stream_rows(
-    files: TableFiles,
-    group: pa.Int64Array,
-    ids: pa.Array,
-    *,
-    matching: bool,
-    columns: Sequence[str] | None = None,
-) -> Iterator[pa.Table]:
-    """The rows of the files at ``group`` whose event id is (or, if not ``matching``, is not)
-    in ``ids``, a few pages at a time, in the table's schema (only ``columns``, if given).
-
-    Each file is streamed and filtered as it comes: a file delta-rs rewrote (a delete, a
-    compaction) holds a partition in one row group, which a dataset scan decodes whole
-    (2.4 GiB for 123,000 email rows) whatever its batch size.
-    """
-    assert files.root is not None
-    selected = files.spec.schema.names if columns is None else list(columns)
-    for index in group.to_pylist():
-        reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
-        yield from _file_pieces(files, index, reader, ids, matching=matching, columns=selected)
-
-
 def _file_pieces(
     files: TableFiles,
     index: int,
@@ -943,7 +921,14 @@ def _file_pieces(
     columns: list[str],
     row_groups: list[int] | None = None,
 ) -> Iterator[pa.Table]:
-    """``_stream_rows`` for the one file ``index``, open in ``reader``."""
+    """The rows of file ``index`` (open in ``reader``; only ``row_groups``, if given) whose
+    event id is (or, if not ``matching``, is not) in ``ids``: their ``columns``, in the table's
+    schema, a few pages at a time.
+
+    Streamed and filtered as they come: a file delta-rs rewrote (a delete, or a compaction
+    before compaction bounded its row groups) holds a partition in one row group, which a
+    dataset scan decodes whole (2.4 GiB for 123,000 email rows) whatever its batch size.
+    """
     schema = files.spec.schema
     partition = files.spec.partition_by
     names = [name for name in columns if name != partition]
@@ -1046,15 +1031,19 @@ def _remainders(
     files: TableFiles, indices: pa.Int64Array, removed_ids: pa.ChunkedArray
 ) -> Iterator[pa.Table]:
     """The rows of the files at ``indices`` other than ``removed_ids``, in bounded pieces."""
+    assert files.root is not None
     value_set = removed_ids.combine_chunks()
     pending: list[pa.Table] = []
     held = 0
-    for piece in _stream_rows(files, indices, value_set, matching=False):
-        pending.append(piece)
-        held += piece.nbytes
-        if held >= _REMAINDER_BYTES:
-            yield pa.concat_tables(pending)
-            pending, held = [], 0
+    for index in indices.to_pylist():
+        reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
+        columns = files.spec.schema.names
+        for piece in _file_pieces(files, index, reader, value_set, matching=False, columns=columns):
+            pending.append(piece)
+            held += piece.nbytes
+            if held >= _REMAINDER_BYTES:
+                yield pa.concat_tables(pending)
+                pending, held = [], 0
     if pending:
         yield pa.concat_tables(pending)
 
