@@ -34,7 +34,7 @@ _DATA_FIELD_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
-class Quarantined(msgspec.Struct, frozen=True, kw_only=True):
+class Quarantined(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A delivery that could not be typed, and why."""
 
     reason: str
@@ -44,7 +44,7 @@ class Quarantined(msgspec.Struct, frozen=True, kw_only=True):
     metric: str | None = None
 
 
-class Typed(msgspec.Struct, kw_only=True):
+class Typed(msgspec.Struct, kw_only=True, gc=False):
     """A typed event with its routing and the spec problems found in it."""
 
     event: EventBase

@@ -4,6 +4,10 @@ Every field of ``data`` is optional here: which ones a metric requires is checke
 (see ``schemas``), so that an event missing a field still lands, with the problem listed.
 Unknown fields are ignored by the structs and kept in the raw body. New fields are always
 added as optional.
+
+The structs are not tracked by Python's cycle collector (``gc=False``): they hold only decoded
+JSON values, so they cannot form a cycle, and tracking them made each collection walk every
+event held in a batch: decoding took 14 us an event instead of 6 in a replay chunk.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import msgspec
 
 
-class Identifiers(msgspec.Struct, kw_only=True):
+class Identifiers(msgspec.Struct, kw_only=True, gc=False):
     """The person an event is about (``data.identifiers``)."""
 
     id: str | None = None
@@ -20,7 +24,7 @@ class Identifiers(msgspec.Struct, kw_only=True):
     phone: str | None = None
 
 
-class PushRecipient(msgspec.Struct, kw_only=True):
+class PushRecipient(msgspec.Struct, kw_only=True, gc=False):
     """One device a push was sent to (``data.recipients[]``)."""
 
     device_id: str | None = None
@@ -28,7 +32,7 @@ class PushRecipient(msgspec.Struct, kw_only=True):
     failure_message: str | None = None
 
 
-class CommonData(msgspec.Struct, kw_only=True):
+class CommonData(msgspec.Struct, kw_only=True, gc=False):
     """Fields any object type may carry: identity, origin ids, and the shared per-metric ones."""
 
     identifiers: Identifiers | None = None
@@ -110,7 +114,7 @@ class WhatsappData(CommonData, kw_only=True):
     inbound_event_id: str | None = None
 
 
-class EventBase(msgspec.Struct, tag_field="object_type", kw_only=True):
+class EventBase(msgspec.Struct, tag_field="object_type", kw_only=True, gc=False):
     """The envelope every event shares."""
 
     event_id: str
