@@ -21,9 +21,12 @@ partitions it touches, never a rewrite of whole partitions, and holds about a ch
 memory. Running it again changes nothing. With ``include_quarantine``, quarantined deliveries
 that now decode are moved to their channel tables.
 
-Each chunk is applied under the commit lock shared with the running server's committer, so the
-server keeps receiving and the two never both decide an event is new; ids added or rewritten
-enter the dedup index.
+A chunk is decoded and planned without the commit lock shared with the running server's
+committer, then written under it: a plan is kept only if nothing committed since (by the
+committer, a compaction or another replay) touches its events or its partitions' files, and
+made again otherwise. So the server keeps receiving, the two never both decide an event is
+new, and replays over different deliveries can plan at once; ids added or rewritten enter the
+dedup index.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class ReplayResult:
     left_in_quarantine: int = 0
     not_typed: int = 0
     chunks: int = 0
+    # Tables planned again under the commit lock, as a commit since changed what was planned.
+    planned_again: int = 0
     seconds: float = 0.0
 
     @property
@@ -172,6 +177,8 @@ class TableFiles:
         self.root = local_directory(uri)
         self.table = DeltaTable(uri)
         self.version = -1
+        self._index_version = -1
+        self._index: dict[str, int] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -243,6 +250,13 @@ class TableFiles:
             partitions=[partition == self.partitions[i] for i in chosen],
         )
 
+    def indices_of(self, paths: Sequence[str]) -> pa.Int64Array:
+        """The indices of the files at ``paths`` (all of which the table holds)."""
+        if self._index_version != self.version:
+            self._index = {path: i for i, path in enumerate(self.paths)}
+            self._index_version = self.version
+        return pa.array([self._index[path] for path in paths], pa.int64())
+
     def removed(self, index: int) -> RemovedFile:
         """The ``remove`` description of file ``index``."""
         value = self.partitions[index].as_py()
@@ -299,8 +313,14 @@ class Replayer:
                 raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
                 quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
             for chunk in self._chunks(raw, selection):
-                with lock:
-                    self._apply(chunk, quarantine, include_quarantine, dedup, result)
+                self._apply(
+                    chunk,
+                    quarantine=quarantine,
+                    include_quarantine=include_quarantine,
+                    dedup=dedup,
+                    result=result,
+                    lock=lock,
+                )
                 result.deliveries += chunk.num_rows
                 result.chunks += 1
                 progress(chunk.num_rows)
@@ -357,35 +377,54 @@ class Replayer:
     def _apply(
         self,
         chunk: pa.Table,
+        *,
         quarantine: TableFiles,
         include_quarantine: bool,
         dedup: DedupIndex,
         result: ReplayResult,
+        lock: FileLock,
     ) -> None:
+        """Decode and plan the chunk without the commit lock, then write under it.
+
+        Planning is most of a chunk's work; holding the lock through it kept the server's
+        committer waiting for it. Under the lock, a plan is used only if what was committed
+        meanwhile cannot change it (``_plan_holds``); else that table is planned again.
+        """
         # One contiguous chunk: takes from a table of hundreds of small batches cost more.
         chunk = chunk.combine_chunks()
         self._keys.next_chunk()
         chosen = self._choose(chunk, quarantine, include_quarantine, result)
-        recorded: list[tuple[str, int]] = []
-        for table, (indices, typed) in sorted(chosen.by_table.items()):
-            taken = pa.array(indices, pa.int64())
-            derived = rows.channel_table_of(
-                table,
-                typed,
-                received_at=chunk.column("received_at").take(taken),
-                journal_stream=chunk.column("journal_stream").take(taken),
-                journal_lsn=chunk.column("journal_lsn").take(taken),
-                # Most of a row, and needed only for rows written: taken then (_Bodies).
-                payload=pa.nulls(len(indices), pa.string()),
-            )
-            bodies = _Bodies(chunk.column("body"), taken)
-            written = self._reconcile(table, derived, bodies, result)
-            recorded.extend(_dedup_entries(derived.filter(written)))
-        if recorded:
-            dedup.record(recorded, applied={})
-        if chosen.moved:
-            self._remove_from_quarantine(chunk, chosen.moved)
-            result.moved_from_quarantine += len(chosen.moved)
+        planned = [
+            self._planned(chunk, table, *chosen.by_table[table])
+            for table in sorted(chosen.by_table)
+        ]
+        with lock:
+            recorded: list[tuple[str, int]] = []
+            for table, derived, bodies, plan in planned:
+                written = self._reconcile(table, derived, bodies, plan, result)
+                recorded.extend(_dedup_entries(derived.filter(written)))
+            if recorded:
+                dedup.record(recorded, applied={})
+            if chosen.moved:
+                self._remove_from_quarantine(chunk, chosen.moved)
+                result.moved_from_quarantine += len(chosen.moved)
+
+    def _planned(
+        self, chunk: pa.Table, table: str, indices: list[int], typed: list[Typed]
+    ) -> tuple[str, pa.Table, _Bodies, _Plan]:
+        """The rows today's code derives for ``table`` from the chunk, and their plan."""
+        taken = pa.array(indices, pa.int64())
+        derived = rows.channel_table_of(
+            table,
+            typed,
+            received_at=chunk.column("received_at").take(taken),
+            journal_stream=chunk.column("journal_stream").take(taken),
+            journal_lsn=chunk.column("journal_lsn").take(taken),
+            # Most of a row, and needed only for rows written: taken then (_Bodies).
+            payload=pa.nulls(len(indices), pa.string()),
+        )
+        plan = _plan(self._files(table), derived, self._keys)
+        return table, derived, _Bodies(chunk.column("body"), taken), plan
 
     def _choose(
         self,
@@ -433,19 +472,29 @@ class Replayer:
         return chosen
 
     def _reconcile(
-        self, table: str, derived: pa.Table, bodies: _Bodies, result: ReplayResult
+        self,
+        table: str,
+        derived: pa.Table,
+        bodies: _Bodies,
+        planned: _Plan,
+        result: ReplayResult,
     ) -> pa.BooleanArray:
-        """Bring ``table`` in line with ``derived``; return which derived rows were written."""
+        """Bring ``table`` in line with ``derived`` (``planned`` earlier, at some version);
+        return which derived rows were written."""
         result.count(result.upserted, table, derived.num_rows)
+        plan: _Plan | None = planned
         for attempt in range(_COMMIT_ATTEMPTS):
             files = self._files(table)
-            plan = _plan(files, derived, self._keys)
+            if plan is None or not _plan_holds(plan, files, derived, self._keys):
+                result.planned_again += 1
+                plan = _plan(files, derived, self._keys)
             try:
                 self._write(files, derived, bodies, plan)
             except (ConcurrentRemoveError, MetadataChangedError):
                 # Compaction (or a schema change) got in between: plan again from its version.
                 if attempt == _COMMIT_ATTEMPTS - 1:
                     raise
+                plan = None
                 continue
             written = pc.or_(plan.new, plan.rewrite)
             added, rewritten = _true_count(plan.new), _true_count(plan.rewrite)
@@ -467,20 +516,21 @@ class Replayer:
         now_ms = int(time.time() * 1000)
         written: list[DataFile] = []
         try:
-            if not len(plan.rewrite_files):
+            rewrite_files = files.indices_of(plan.rewrite_paths)
+            if not len(rewrite_files):
                 written = write_files(files.root, incoming, partition_by=partition_by)
                 LocalDeltaLog(files.root, version=files.version).append(
                     written, transactions=[], partition_by=partition_by, now_ms=now_ms
                 )
                 return
             rewritten_ids = derived.column("event_id").filter(plan.rewrite)
-            for remainder in _remainders(files, plan.rewrite_files, rewritten_ids):
+            for remainder in _remainders(files, rewrite_files, rewritten_ids):
                 written += write_files(files.root, remainder, partition_by=partition_by)
             written += write_files(files.root, incoming, partition_by=partition_by)
             commit_rewrite(
                 files.root,
                 read_version=files.version,
-                removes=[files.removed(i) for i in plan.rewrite_files.to_pylist()],
+                removes=[files.removed(i) for i in rewrite_files.to_pylist()],
                 adds=written,
                 operation="REPLAY",
                 now_ms=now_ms,
@@ -582,22 +632,28 @@ class _Chosen:
 
 @dataclass
 class _Plan:
-    """What to do with each derived row (boolean masks), and which stored files to rewrite."""
+    """What to do with each derived row (boolean masks), and which stored files to rewrite;
+    made at table ``version`` from the files ``seen`` in the partitions ``dates``."""
 
     new: pa.BooleanArray
     rewrite: pa.BooleanArray
-    rewrite_files: pa.Int64Array
+    rewrite_paths: tuple[str, ...]
+    version: int
+    dates: pa.Array
+    seen: frozenset[str]
 
 
 def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
     """Sort the derived rows into new, to rewrite, and unchanged (the rest)."""
     count = derived.num_rows
     ids = derived.column("event_id")
-    nothing = pa.array([False] * count, pa.bool_())
-    if not len(files):
-        return _Plan(pc.invert(nothing), nothing, _no_files())
     partition = files.spec.partition_by
     dates = pc.unique(derived.column(partition))
+    in_dates = files.select(partitions=dates)
+    seen = frozenset(files.paths[i] for i in in_dates.to_pylist())
+    nothing = pa.array([False] * count, pa.bool_())
+    if not len(in_dates):
+        return _Plan(pc.invert(nothing), nothing, (), files.version, dates, seen)
     low, high = pc.min_max(ids).values()
     candidates = files.select(partitions=dates, ranges=[("event_id", low, high)])
     stored = _stored_keys(
@@ -643,8 +699,37 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
             }
         )
         rewrite = pc.or_(rewrite, _changed(files, derived, check, holding))
-    rewrite_files = pc.unique(held_in.filter(pc.take(rewrite, row))).cast(pa.int64())
-    return _Plan(new.combine_chunks(), rewrite.combine_chunks(), rewrite_files)
+    rewrite_paths: tuple[str, ...] = ()
+    if files.root is not None:
+        rewrite_files = pc.unique(held_in.filter(pc.take(rewrite, row))).to_pylist()
+        rewrite_paths = tuple(files.paths[i] for i in rewrite_files)
+    return _Plan(
+        new.combine_chunks(), rewrite.combine_chunks(), rewrite_paths, files.version, dates, seen
+    )
+
+
+def _plan_holds(plan: _Plan, files: TableFiles, derived: pa.Table, cache: KeyCache) -> bool:
+    """Whether ``plan`` still holds for ``files``, which may be at a later version.
+
+    It does if no file of its partitions has gone since (a rewrite or a compaction, which
+    may have moved or changed rows), and no file added since holds a row of its events (the
+    committer took a retried delivery of one, or another replay wrote one). A remote table's
+    plan holds only at its own version.
+    """
+    if plan.version == files.version:
+        return True
+    if files.root is None:
+        return False
+    in_dates = files.select(partitions=plan.dates).to_pylist()
+    now = {files.paths[i]: i for i in in_dates}
+    if not plan.seen <= now.keys():
+        return False
+    added = [i for path, i in now.items() if path not in plan.seen]
+    ids = derived.column("event_id").combine_chunks()
+    return not any(
+        pc.any(pc.is_in(keys.column("event_id"), value_set=ids)).as_py()
+        for keys in _keys_of(files, added, cache).values()
+    )
 
 
 class KeyCache:
@@ -734,13 +819,8 @@ def _stored_keys(
         keys = keys.rename_columns([*_KEY_COLUMNS, "file"])
         return keys.append_column("position", pa.nulls(keys.num_rows, pa.int64()))
     chosen = candidates.to_pylist()
-    found = {i: cache.get(files.name, files.paths[i]) for i in chosen}
-    missing = [i for i in chosen if found[i] is None]
-    if missing:
-        found.update(_read_keys(files, missing))
-        for i in missing:
-            cache.put(files.name, files.paths[i], found[i])
-    held = [(i, table) for i in chosen if (table := found[i]) is not None and table.num_rows]
+    found = _keys_of(files, chosen, cache)
+    held = [(i, table) for i in chosen if (table := found[i]).num_rows]
     if not held:
         return _empty_keys()
     paths = tuple(files.paths[i] for i, _table in held)
@@ -759,6 +839,18 @@ def _stored_keys(
         .append_column("file", file_at.take(held_in))
         .append_column("position", pc.subtract(matched, starts.take(held_in)))
     )
+
+
+def _keys_of(files: TableFiles, indices: list[int], cache: KeyCache) -> dict[int, pa.Table]:
+    """The key columns of each local file at ``indices``, from ``cache`` or read (and kept)."""
+    held = {i: cache.get(files.name, files.paths[i]) for i in indices}
+    found = {i: keys for i, keys in held.items() if keys is not None}
+    missing = [i for i in indices if i not in found]
+    if missing:
+        found.update(_read_keys(files, missing))
+        for i in missing:
+            cache.put(files.name, files.paths[i], found[i])
+    return found
 
 
 def _combine(tables: list[pa.Table]) -> CombinedKeys:
@@ -1145,10 +1237,6 @@ def _indices(mask: pa.BooleanArray | pa.ChunkedArray) -> pa.Int64Array:
 
 def _true_count(mask: pa.BooleanArray | pa.ChunkedArray) -> int:
     return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
-
-
-def _no_files() -> pa.Int64Array:
-    return pa.array([], pa.int64())
 
 
 def _empty_keys() -> pa.Table:
