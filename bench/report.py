@@ -322,7 +322,9 @@ def _replay_note(results: dict[str, Any]) -> str:
         return (
             f"Replay (`ciolake replay` over the ciolake run's `raw_events`, channel tables "
             f"already complete): {replay['deliveries']:,} deliveries in {replay['elapsed_s']} s, "
-            f"{replay['events_per_s']:,.0f} deliveries/s."
+            f"{replay['events_per_s']:,.0f} deliveries/s, in {replay.get('processes', 1)} "
+            f"processes of {replay.get('peak_rss_mib', 0):,.0f} MiB RSS together "
+            f"(PSS {replay.get('peak_pss_mib', 0):,.0f} MiB)."
         )
     reason = replay.get("reason") or f"exit code {replay.get('exit_code')}"
     return f"Replay: {replay.get('status', 'not run')} ({reason})."

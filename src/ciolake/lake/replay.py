@@ -102,6 +102,7 @@ _ACTION_COLUMNS = frozenset(
     {
         "path",
         "size_bytes",
+        "num_records",
         "partition.event_date",
         "partition.received_date",
         *(f"{bound}.{column}" for bound in ("min", "max") for column in _STATISTICS),
@@ -140,6 +141,17 @@ class ReplayResult:
 
 
 @dataclass(frozen=True)
+class RawSlice:
+    """Rows ``start`` to ``stop`` (excluded) of ``raw_events`` at ``raw_version``, in replay's
+    order, with ``quarantine`` at ``quarantine_version``: what one replay process takes."""
+
+    raw_version: int
+    quarantine_version: int
+    start: int
+    stop: int | None
+
+
+@dataclass(frozen=True)
 class ReplayRange:
     """Which deliveries to replay, by their ``received_date`` (both ends included)."""
 
@@ -170,12 +182,12 @@ class TableFiles:
     locations, delta-rs's dataset is used, and filters prune files as it sees fit.
     """
 
-    def __init__(self, uri: str, name: str) -> None:
+    def __init__(self, uri: str, name: str, *, version: int | None = None) -> None:
         self.uri = uri
         self.name = name
         self.spec = ALL_SPECS[name]
         self.root = local_directory(uri)
-        self.table = DeltaTable(uri)
+        self.table = DeltaTable(uri, version=version)
         self.version = -1
         self._index_version = -1
         self._index: dict[str, int] = {}
@@ -193,6 +205,11 @@ class TableFiles:
         actions = actions.select([n for n in actions.column_names if n in _ACTION_COLUMNS])
         self.paths: list[str] = actions.column("path").to_pylist()
         self.sizes: list[int] = actions.column("size_bytes").to_pylist()
+        self.rows: list[int | None] = (
+            actions.column("num_records").to_pylist()
+            if "num_records" in actions.column_names
+            else [None] * len(self.paths)
+        )
         column = f"partition.{self.spec.partition_by}"
         self.partitions: pa.ChunkedArray = (
             actions.column(column).cast(pa.date32())
@@ -290,14 +307,36 @@ class Replayer:
         raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
         return int(raw.dataset().count_rows(filter=selection.expression()))
 
+    def split(self, selection: ReplayRange, parts: int) -> list[RawSlice]:
+        """The range's deliveries in up to ``parts`` slices of about as many rows, as of now.
+
+        Contiguous in replay's order (of receipt), so each slice's stored rows sit in files of
+        their own: two replays over slices of one range read back different files. A remote
+        ``raw_events`` is one slice: delta-rs's dataset orders its files itself.
+        """
+        with FileLock(commit_lock_path(self._settings.state_dir)):
+            raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
+            quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
+        whole = RawSlice(raw.version, quarantine.version, 0, None)
+        if raw.root is None or parts <= 1:
+            return [whole]
+        total = sum(_rows_of(raw, i) for i in _in_order(raw, selection))
+        bounds = sorted({total * k // parts for k in range(parts)} | {total})
+        return [
+            RawSlice(raw.version, quarantine.version, start, stop)
+            for start, stop in itertools.pairwise(bounds)
+        ] or [whole]
+
     def run(
         self,
         selection: ReplayRange,
         *,
         include_quarantine: bool,
         progress: Callable[[int], None] = lambda _rows: None,
+        part: RawSlice | None = None,
     ) -> ReplayResult:
-        """Replay the range; ``progress`` is told how many deliveries each chunk held."""
+        """Replay the range (only ``part`` of it, if given, from ``split``); ``progress`` is
+        told how many deliveries each chunk held."""
         started = time.monotonic()
         result = ReplayResult()
         lock = FileLock(commit_lock_path(self._settings.state_dir))
@@ -307,12 +346,19 @@ class Replayer:
             cache_mib=self._settings.dedup_cache_mib,
         )
         try:
-            with lock:
+            if part is None:
                 # Both as of one moment: the committer writes a delivery's raw row and its
                 # quarantine row under this lock, so no replayed delivery misses the latter.
-                raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
-                quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
-            for chunk in self._chunks(raw, selection):
+                with lock:
+                    raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
+                    quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
+                part = RawSlice(raw.version, quarantine.version, 0, None)
+            else:
+                raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS, version=part.raw_version)
+                quarantine = TableFiles(
+                    self._uri(QUARANTINE), QUARANTINE, version=part.quarantine_version
+                )
+            for chunk in self._chunks(raw, selection, part):
                 self._apply(
                     chunk,
                     quarantine=quarantine,
@@ -344,20 +390,18 @@ class Replayer:
             files.refresh()
         return files
 
-    def _chunks(self, raw: TableFiles, selection: ReplayRange) -> Iterator[pa.Table]:
-        """``raw_events`` in chunks of up to ``chunk_rows`` rows or about ``chunk_bytes``."""
-        # In order of receipt, so a chunk's deliveries are close in time, as are the stored rows
-        # they are compared with (files are then picked by their received_at statistics).
-        first_received = raw.statistic("min.received_at")
-        order = (
-            None
-            if first_received is None
-            else pc.sort_indices(first_received.cast(pa.int64()).fill_null(0)).cast(pa.int64())
-        )
-        dataset = raw.dataset(order)
+    def _chunks(
+        self, raw: TableFiles, selection: ReplayRange, raw_slice: RawSlice
+    ) -> Iterator[pa.Table]:
+        """``raw_slice`` of ``raw_events`` in chunks of up to ``chunk_rows`` rows or about
+        ``chunk_bytes``."""
+        if raw.root is None:
+            batches = _remote_raw_batches(raw.dataset(), selection.expression())
+        else:
+            batches = _raw_batches(raw, _in_order(raw, selection), raw_slice.start, raw_slice.stop)
         pending: list[pa.Table] = []
         held_rows = held_bytes = 0
-        for batch in _raw_batches(dataset, selection.expression()):
+        for batch in batches:
             row_bytes = batch.nbytes / max(1, batch.num_rows)
             part = batch
             while part.num_rows:
@@ -587,13 +631,93 @@ class Replayer:
         )
 
 
-def _raw_batches(dataset: pads.Dataset, expression: pads.Expression | None) -> Iterator[pa.Table]:
-    """The raw columns of ``dataset``'s files, a file at a time, a few pages at a time.
+def _in_order(raw: TableFiles, selection: ReplayRange) -> list[int]:
+    """The local ``raw_events`` files in the range, in order of their first receipt.
+
+    In order of receipt, so a chunk's deliveries are close in time, as are the stored rows
+    they are compared with (files are then picked by their received_at statistics).
+    """
+    days = raw.partitions
+    keep = pa.array([True] * len(raw), pa.bool_())
+    if selection.since is not None:
+        keep = pc.and_(keep, pc.greater_equal(days, pa.scalar(selection.since, pa.date32())))
+    if selection.until is not None:
+        keep = pc.and_(keep, pc.less_equal(days, pa.scalar(selection.until, pa.date32())))
+    first_received = raw.statistic("min.received_at")
+    if first_received is None:
+        order = pa.array(range(len(raw)), pa.int64())
+    else:
+        order = pc.sort_indices(first_received.cast(pa.int64()).fill_null(0)).cast(pa.int64())
+    chosen: list[int] = order.filter(pc.take(keep, order)).to_pylist()
+    return chosen
+
+
+def _rows_of(raw: TableFiles, index: int) -> int:
+    """How many rows file ``index`` holds (from its statistics, else its footer)."""
+    rows = raw.rows[index]
+    if rows is None:
+        assert raw.root is not None
+        rows = pq.ParquetFile(str(raw.root / raw.paths[index])).metadata.num_rows
+    return rows
+
+
+def _raw_batches(
+    raw: TableFiles, indices: list[int], start: int, stop: int | None
+) -> Iterator[pa.Table]:
+    """Rows ``start`` to ``stop`` of the raw columns of the files at ``indices`` (in that
+    order), a file at a time, a few pages at a time.
 
     Read by a Parquet reader in this thread's order: a dataset scan reads ahead in the
     background, and held 1 GiB of bodies while a chunk was decoded, and 800 MiB for one
     compacted file whatever its readahead settings.
     """
+    assert raw.root is not None
+    offset = 0
+    for index in indices:
+        rows = _rows_of(raw, index)
+        skip, end = max(0, start - offset), rows if stop is None else min(rows, stop - offset)
+        offset += rows
+        if skip < end:
+            with pq.ParquetFile(str(raw.root / raw.paths[index]), pre_buffer=False) as reader:
+                day = raw.partitions[index].as_py()
+                yield from _file_raw_batches(raw, reader, day, skip=skip, end=end)
+        if stop is not None and offset >= stop:
+            return
+
+
+def _file_raw_batches(
+    raw: TableFiles, reader: pq.ParquetFile, day: dt.date | None, *, skip: int, end: int
+) -> Iterator[pa.Table]:
+    """Rows ``skip`` to ``end`` of one raw file, reading only the row groups holding them."""
+    target = pa.schema([raw.spec.schema.field(name) for name in _RAW_COLUMNS])
+    in_file = [name for name in _RAW_COLUMNS if name != "received_date"]
+    metadata = reader.metadata
+    groups: list[int] = []
+    first = 0
+    position = 0
+    for group in range(metadata.num_row_groups):
+        size = metadata.row_group(group).num_rows
+        if position + size > skip and position < end:
+            if not groups:
+                first = position
+            groups.append(group)
+        position += size
+    position = first
+    for batch in reader.iter_batches(
+        batch_size=_RAW_BATCH_ROWS, row_groups=groups, columns=in_file
+    ):
+        low, high = max(skip - position, 0), min(end - position, batch.num_rows)
+        position += batch.num_rows
+        if low < high:
+            piece = pa.Table.from_batches([batch.slice(low, high - low)])
+            days = pa.array([day] * piece.num_rows, pa.date32())
+            yield piece.append_column("received_date", days).cast(target)
+
+
+def _remote_raw_batches(
+    dataset: pads.Dataset, expression: pads.Expression | None
+) -> Iterator[pa.Table]:
+    """The raw columns of a remote table's files, a file at a time, a few pages at a time."""
     target = pa.schema([dataset.schema.field(name) for name in _RAW_COLUMNS])
     in_file = [name for name in _RAW_COLUMNS if name != "received_date"]
     for fragment in dataset.get_fragments(filter=expression):
@@ -1252,4 +1376,4 @@ def _empty_keys() -> pa.Table:
     )
 
 
-__all__ = ["ReplayRange", "ReplayResult", "Replayer", "TableFiles"]
+__all__ = ["RawSlice", "ReplayRange", "ReplayResult", "Replayer", "TableFiles"]

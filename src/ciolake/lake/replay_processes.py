@@ -1,0 +1,154 @@
+"""Replay in several processes, each over its own slice of ``raw_events``.
+
+Decoding and comparing is Python work, so one process uses one core. ``Replayer.split`` cuts the
+range, as of one version of ``raw_events`` and the quarantine, into contiguous slices of about
+as many deliveries; each process replays one. They plan without the commit lock and write under
+it, each checking what the others committed meanwhile (see ``replay``), so an event delivered
+in two slices is still stored once, from its first delivery.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ciolake.errors import TerminalError
+from ciolake.lake.replay import RawSlice, Replayer, ReplayRange, ReplayResult
+from ciolake.memory import use_system_allocator
+from ciolake.settings import Settings
+
+# How often the parent looks for a process that died without a word (killed, out of memory).
+_POLL_S = 0.5
+
+
+class ReplayProcessError(TerminalError):
+    """A replay process failed; what the others committed stays (replay can run again)."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    settings: Settings
+    selection: ReplayRange
+    part: RawSlice
+    include_quarantine: bool
+    chunk_bytes: int | None
+
+
+def replay_in_processes(
+    settings: Settings,
+    selection: ReplayRange,
+    *,
+    processes: int,
+    include_quarantine: bool,
+    progress: Callable[[int], None] = lambda _rows: None,
+    chunk_bytes: int | None = None,
+) -> ReplayResult:
+    """Replay ``selection`` in up to ``processes`` processes (in this one if one is enough).
+
+    Args:
+        settings: where the tables and the state are.
+        selection: which received dates to replay.
+        processes: at most this many processes.
+        include_quarantine: also move quarantined deliveries that now decode.
+        progress: told how many deliveries each chunk of any process held.
+        chunk_bytes: bodies per chunk in each process (None: ``Replayer``'s default).
+
+    Raises:
+        ReplayProcessError: a process failed or died; the others are stopped.
+    """
+    options = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
+    replayer = Replayer(settings, **options)
+    slices = replayer.split(selection, processes)
+    if len(slices) == 1:
+        return replayer.run(
+            selection, include_quarantine=include_quarantine, progress=progress, part=slices[0]
+        )
+    started = time.monotonic()
+    context = multiprocessing.get_context("spawn")
+    messages: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
+    workers = [
+        context.Process(
+            target=_replay_part,
+            args=(_Job(settings, selection, part, include_quarantine, chunk_bytes), n, messages),
+            name=f"ciolake-replay-{n}",
+            daemon=True,
+        )
+        for n, part in enumerate(slices)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        results = _collect(workers, messages, progress)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+    merged = _merged(results)
+    merged.seconds = time.monotonic() - started
+    return merged
+
+
+def _replay_part(job: _Job, number: int, messages: multiprocessing.Queue[Any]) -> None:
+    """A replay process: replay one slice, telling the parent each chunk and the result."""
+    use_system_allocator()
+    options = {} if job.chunk_bytes is None else {"chunk_bytes": job.chunk_bytes}
+    try:
+        result = Replayer(job.settings, **options).run(
+            job.selection,
+            include_quarantine=job.include_quarantine,
+            progress=lambda rows: messages.put(("progress", number, rows)),
+            part=job.part,
+        )
+    except BaseException:
+        messages.put(("failed", number, traceback.format_exc()))
+        raise
+    messages.put(("done", number, result))
+
+
+def _collect(
+    workers: Sequence[BaseProcess],
+    messages: multiprocessing.Queue[tuple[str, int, Any]],
+    progress: Callable[[int], None],
+) -> list[ReplayResult]:
+    results: dict[int, ReplayResult] = {}
+    while len(results) < len(workers):
+        try:
+            kind, number, value = messages.get(timeout=_POLL_S)
+        except queue.Empty:
+            _check_alive(workers, results)
+            continue
+        if kind == "progress":
+            progress(value)
+        elif kind == "done":
+            results[number] = value
+        else:
+            raise ReplayProcessError(f"replay process {number} failed:\n{value}")
+    return [results[n] for n in sorted(results)]
+
+
+def _check_alive(workers: Sequence[BaseProcess], results: dict[int, ReplayResult]) -> None:
+    for number, worker in enumerate(workers):
+        if number not in results and not worker.is_alive():
+            raise ReplayProcessError(
+                f"replay process {number} ended without a result (exit code {worker.exitcode})"
+            )
+
+
+def _merged(results: list[ReplayResult]) -> ReplayResult:
+    merged = ReplayResult()
+    for result in results:
+        for item in fields(ReplayResult):
+            mine, theirs = getattr(merged, item.name), getattr(result, item.name)
+            if isinstance(mine, dict):
+                for table, count in theirs.items():
+                    merged.count(mine, table, count)
+            else:
+                setattr(merged, item.name, mine + theirs)
+    return merged

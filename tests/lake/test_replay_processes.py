@@ -1,0 +1,126 @@
+"""Replay in several processes: slices of raw_events cover it once, and events stay single.
+
+Tables are read back with DuckDB (delta-kernel), not with the delta-rs code replay writes with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from ciolake.lake import replay
+from ciolake.lake.replay import Replayer, ReplayRange
+from ciolake.lake.replay_processes import ReplayProcessError, replay_in_processes
+from ciolake.lake.tables import CHANNEL_TABLES
+from ciolake.settings import Settings
+from tests.lake.test_replay_incremental import (
+    NOW,
+    make_settings,
+    receive_at,
+    received_and_compacted,
+    stored,
+)
+from tests.support import sample_bodies
+
+
+def lose_every_channel_row(settings: Settings) -> None:
+    for table in CHANNEL_TABLES:
+        DeltaTable(str(settings.data_dir / "tables" / table)).delete()
+
+
+def test_processes_replay_slices_and_keep_each_events_first_delivery(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(240, seed=41, timestamp=NOW)
+    receive_at(settings, bodies, at=NOW + 5)
+    # Retries, received later: in the second process's slice, their first delivery in the first.
+    receive_at(settings, bodies[:60], at=NOW + 60)
+    before = stored(settings)
+    lose_every_channel_row(settings)
+    seen: list[int] = []
+
+    result = replay_in_processes(
+        settings,
+        ReplayRange(),
+        processes=2,
+        include_quarantine=False,
+        progress=seen.append,
+        chunk_bytes=64 * 1024,
+    )
+
+    assert stored(settings) == before
+    assert result.deliveries == sum(seen) == 300
+    assert sum(result.added.values()) - sum(result.rewritten.values()) <= 240
+    again = replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
+    assert sum(again.added.values()) == sum(again.rewritten.values()) == 0
+    assert stored(settings) == before
+
+
+def test_slices_cut_inside_a_compacted_file_cover_every_delivery_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, raw_file = received_and_compacted(tmp_path, monkeypatch, seed=42)
+    assert pq.ParquetFile(raw_file).metadata.num_row_groups > 3
+    monkeypatch.setattr(replay, "_RAW_BATCH_ROWS", 10)
+    before = stored(settings)
+    lose_every_channel_row(settings)
+    slices = Replayer(settings).split(ReplayRange(), 3)
+    assert [(s.start, s.stop) for s in slices] == [(0, 100), (100, 200), (200, 300)]
+
+    counts = [
+        Replayer(settings).run(ReplayRange(), include_quarantine=False, part=s).deliveries
+        for s in slices
+    ]
+
+    assert counts == [100, 100, 100]
+    assert stored(settings) == before
+
+
+def test_a_failing_process_stops_the_replay_with_its_error(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    for start in range(0, 200, 100):  # two raw files, one per process
+        receive_at(
+            settings, sample_bodies(200, seed=43, timestamp=NOW)[start : start + 100], at=NOW
+        )
+    raw = DeltaTable(str(settings.data_dir / "tables" / "raw_events"))
+    Path(sorted(raw.file_uris())[0]).write_bytes(b"not parquet")
+
+    with pytest.raises(ReplayProcessError, match=r"(?s)replay process \d failed:.*Parquet"):
+        replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
+
+
+def replay_command(settings: Settings, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ciolake", "replay", "--data-dir", str(settings.data_dir), *options],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_replay_command_runs_its_workers_and_says_what_they_did(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    receive_at(settings, sample_bodies(120, seed=44, timestamp=NOW), at=NOW + 5)
+    before = stored(settings)
+    DeltaTable(str(settings.data_dir / "tables" / "email_events")).delete()
+    lost = len(before) - len(stored(settings))
+
+    done = replay_command(settings, "--workers", "2")
+
+    assert done.returncode == 0, done.stderr
+    assert "120 deliveries in" in done.stderr
+    assert re.search(
+        rf"email_events: replayed \(added, rewritten\) +│ +{lost} \({lost}, 0\)", done.stderr
+    )
+    assert stored(settings) == before
+    refused = replay_command(settings, "--workers", "0")
+    assert refused.returncode == 2
+    assert "--workers" in refused.stderr
