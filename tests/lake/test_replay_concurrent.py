@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -30,7 +31,7 @@ from tests.support import sample_bodies
 
 def email_bodies(count: int, seed: int) -> list[bytes]:
     """``count`` sample bodies that type into ``email_events``."""
-    found = []
+    found: list[bytes] = []
     for body in sample_bodies(count * 4, seed=seed, timestamp=NOW):
         typed = decode_event(body)
         if isinstance(typed, Typed) and typed.table == "email_events" and len(found) < count:
@@ -56,7 +57,7 @@ def after_first_email_plan(monkeypatch: pytest.MonkeyPatch, action: Callable[[],
     done: list[bool] = []
 
     def plan_then_act(
-        files: replay.TableFiles, derived: replay.pa.Table, cache: replay.KeyCache
+        files: replay.TableFiles, derived: pa.Table, cache: replay.KeyCache
     ) -> replay._Plan:
         plan = planned(files, derived, cache)
         if files.name == "email_events" and not done:
