@@ -13,7 +13,7 @@ def keys_of(name: str) -> pa.Table:
 
 def cache_for(files: int) -> KeyCache:
     """A cache with room for the keys of ``files`` files."""
-    return KeyCache(files * keys_of("f0").nbytes)
+    return KeyCache(files * keys_of("f0").get_total_buffer_size())
 
 
 def one_chunk(cache: KeyCache, paths: list[str]) -> int:

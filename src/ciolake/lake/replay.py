@@ -90,7 +90,6 @@ DEFAULT_KEY_CACHE_BYTES = 64 * 1024 * 1024
 # Files read back at once to compare or rewrite, by size on disk (text compresses ~10x).
 _READ_GROUP_BYTES = 4 * 1024 * 1024
 _COMMIT_ATTEMPTS = 5
-_KEY_FILES_PER_SCAN = 32
 _STORED_BATCH_ROWS = 2_048
 _RAW_BATCH_ROWS = 4_096
 # Rows kept from a rewritten file go to new files of about this size in memory.
@@ -911,16 +910,18 @@ class KeyCache:
 
     def put(self, table: str, path: str, keys: pa.Table) -> None:
         """Hold the keys of ``table``'s file ``path`` if the budget allows (see the class)."""
-        if keys.nbytes > self._budget or (table, path) in self._tables:
+        # Table.nbytes walks every buffer (4 % of a replay, called three times a file).
+        size = keys.get_total_buffer_size()
+        if size > self._budget or (table, path) in self._tables:
             return
-        while self._held + keys.nbytes > self._budget:
+        while self._held + size > self._budget:
             oldest, (used_in, dropped) = next(iter(self._tables.items()))
             if used_in == self._chunk:
                 return
             del self._tables[oldest]
-            self._held -= dropped.nbytes
+            self._held -= dropped.get_total_buffer_size()
         self._tables[(table, path)] = (self._chunk, keys)
-        self._held += keys.nbytes
+        self._held += size
 
 
 def _stored_keys(
@@ -993,28 +994,18 @@ def _combine(tables: list[pa.Table]) -> CombinedKeys:
 
 
 def _read_keys(files: TableFiles, indices: list[int]) -> dict[int, pa.Table]:
-    """The key columns of each file at ``indices``.
+    """The key columns of each local file at ``indices``, in the table's types.
 
-    A few dozen files at a time: a scan's readers each hold buffers of their own, and a scan of
-    600 files at once held 100 MiB for 10 MiB of keys.
+    A file at a time, in this thread: 0.32 ms a committer's file, against 0.6 ms in a dataset
+    scan of a few dozen files (whose readers, run ahead, also held buffers of their own).
     """
+    assert files.root is not None
     schema = pa.schema([files.spec.schema.field(c) for c in _KEY_COLUMNS])
     keys: dict[int, pa.Table] = {}
-    for start in range(0, len(indices), _KEY_FILES_PER_SCAN):
-        group = indices[start : start + _KEY_FILES_PER_SCAN]
-        batches: dict[int, list[pa.RecordBatch]] = {i: [] for i in group}
-        scanner = files.dataset(pa.array(group, pa.int64())).scanner(
-            columns=[*_KEY_COLUMNS, _FRAGMENT],
-            batch_readahead=2,
-            fragment_readahead=2,
-            fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False),
-        )
-        for batch in scanner.to_batches():
-            if batch.num_rows:
-                fragment = batch.column(_FRAGMENT)[0].as_py()
-                batches[group[fragment]].append(batch.drop_columns([_FRAGMENT]))
-        for i, found in batches.items():
-            keys[i] = pa.Table.from_batches(found, schema=schema).combine_chunks()
+    for i in indices:
+        reader = pq.ParquetFile(str(files.root / files.paths[i]), pre_buffer=False)
+        found = reader.read(columns=_KEY_COLUMNS, use_threads=False)
+        keys[i] = found.cast(schema).combine_chunks()
     return keys
 
 
