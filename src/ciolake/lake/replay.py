@@ -304,7 +304,10 @@ class Replayer:
     def count(self, selection: ReplayRange) -> int:
         """How many deliveries the range holds (for a progress bar)."""
         raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
-        return int(raw.dataset().count_rows(filter=selection.expression()))
+        if raw.root is None:
+            return int(raw.dataset().count_rows(filter=selection.expression()))
+        # From the files' statistics: opening every file took 55 MiB and seconds.
+        return sum(_rows_of(raw, i) for i in _in_order(raw, selection))
 
     def split(self, selection: ReplayRange, parts: int) -> list[RawSlice]:
         """The range's deliveries in up to ``parts`` slices of about as many rows, as of now.
