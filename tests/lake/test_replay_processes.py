@@ -5,10 +5,12 @@ Tables are read back with DuckDB (delta-kernel), not with the delta-rs code repl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -124,3 +126,40 @@ def test_replay_command_runs_its_workers_and_says_what_they_did(tmp_path: Path) 
     refused = replay_command(settings, "--workers", "0")
     assert refused.returncode == 2
     assert "--workers" in refused.stderr
+
+
+def test_replay_in_processes_while_the_server_commits_stores_every_event_once(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(600, seed=45, timestamp=NOW)
+    receive_at(settings, bodies[:300], at=NOW + 5)
+    before = stored(settings)
+    DeltaTable(str(settings.data_dir / "tables" / "email_events")).delete()
+    replayed = threading.Event()
+    sent: list[bytes] = []
+
+    def keep_receiving() -> None:
+        # New events, and retries of the replayed ones, until replay is over.
+        for start in range(300, 600, 20):
+            fresh = bodies[start : start + 20]
+            receive_at(settings, fresh + bodies[start - 300 : start - 280], at=NOW + 30)
+            sent.extend(fresh)
+            if replayed.is_set():
+                return
+
+    server = threading.Thread(target=keep_receiving)
+    server.start()
+    try:
+        result = replay_in_processes(
+            settings, ReplayRange(), processes=2, include_quarantine=False, chunk_bytes=32 * 1024
+        )
+    finally:
+        replayed.set()
+        server.join(timeout=120)
+    assert sent
+    assert result.deliveries >= 300
+
+    after = stored(settings)  # asserts no event is stored twice
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) == set(before) | {json.loads(b)["event_id"] for b in sent}
