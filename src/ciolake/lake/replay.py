@@ -39,6 +39,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -195,6 +196,9 @@ class TableFiles:
     def refresh(self) -> None:
         """Catch up with the table's latest version (cheap when nothing was committed)."""
         if self.version >= 0:
+            if self.root is not None and not self._next_commit().exists():
+                # No newer commit: delta-rs would still list the log (3 % of a replay).
+                return
             self.table.update_incremental()
         if self.table.version() == self.version:
             return
@@ -219,6 +223,10 @@ class TableFiles:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def _next_commit(self) -> Path:
+        assert self.root is not None
+        return self.root / "_delta_log" / f"{self.version + 1:020d}.json"
 
     def select(
         self,
