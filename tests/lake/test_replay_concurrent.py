@@ -19,6 +19,8 @@ from ciolake.lake import replay, rows
 from ciolake.lake.files import write_files
 from ciolake.lake.log import commit_rewrite
 from ciolake.lake.replay import Replayer, ReplayRange
+from ciolake.lake.replay_keys import KeyCache
+from ciolake.lake.table_files import TableFiles
 from tests.lake.test_replay_incremental import (
     NOW,
     email_events,
@@ -56,9 +58,7 @@ def after_first_email_plan(monkeypatch: pytest.MonkeyPatch, action: Callable[[],
     planned = replay._plan
     done: list[bool] = []
 
-    def plan_then_act(
-        files: replay.TableFiles, derived: pa.Table, cache: replay.KeyCache
-    ) -> replay._Plan:
+    def plan_then_act(files: TableFiles, derived: pa.Table, cache: KeyCache) -> replay._Plan:
         plan = planned(files, derived, cache)
         if files.name == "email_events" and not done:
             done.append(True)

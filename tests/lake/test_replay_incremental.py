@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 
 from ciolake.events.decode import Typed, decode_event
 from ciolake.journal_records import JournalRecord
-from ciolake.lake import maintenance, replay, rows
+from ciolake.lake import maintenance, replay, replay_reads, rows
 from ciolake.lake.files import write_files
 from ciolake.lake.log import ConcurrentRemoveError, RemovedFile, commit_rewrite
 from ciolake.lake.replay import Replayer, ReplayRange
@@ -136,7 +136,7 @@ def test_compacted_tables_of_many_row_groups_replay_like_small_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Raw rows are read a few pages at a time: here, every file in several reads.
-    monkeypatch.setattr(replay, "_RAW_BATCH_ROWS", 16)
+    monkeypatch.setattr(replay_reads, "RAW_BATCH_ROWS", 16)
     settings, raw_file = received_and_compacted(tmp_path, monkeypatch, seed=14)
     assert pq.ParquetFile(raw_file).metadata.num_row_groups == -(-300 // 16)
     before = stored(settings)
@@ -163,7 +163,7 @@ def compacted_in_row_groups_of_16(
 ) -> tuple[Settings, set[str]]:
     """``received_and_compacted``, with every file taken for big by replay (read a row group
     at a time); and the ids of replay's last chunk."""
-    monkeypatch.setattr(replay, "_READ_GROUP_BYTES", 1)
+    monkeypatch.setattr(replay_reads, "READ_GROUP_BYTES", 1)
     settings, raw_file = received_and_compacted(tmp_path, monkeypatch, seed=15)
     # Replay reads the one compacted raw file in its order: the ids of its last chunk of 64.
     in_order = pq.read_table(raw_file, columns=["event_id"]).column("event_id").to_pylist()
@@ -206,7 +206,7 @@ def test_a_changed_row_in_a_big_file_is_found_reading_only_its_row_groups(
     settings, before, clicks = late_clicks_changed(tmp_path, monkeypatch)
     assert len({before[k]["table"] for k in clicks}) > 1
     reads: list[tuple[int, int]] = []
-    read_rows = replay._file_rows
+    read_rows = replay_reads._file_rows
 
     def spy(files: Any, index: int, reader: Any, **kwargs: Any) -> pa.Table:
         groups = kwargs["row_groups"]
@@ -214,7 +214,7 @@ def test_a_changed_row_in_a_big_file_is_found_reading_only_its_row_groups(
         reads.append((total if groups is None else len(groups), total))
         return read_rows(files, index, reader, **kwargs)
 
-    monkeypatch.setattr(replay, "_file_rows", spy)
+    monkeypatch.setattr(replay_reads, "_file_rows", spy)
 
     result = Replayer(settings, chunk_rows=64).run(ReplayRange(), include_quarantine=False)
 
@@ -230,7 +230,7 @@ def test_rows_not_where_the_keys_said_are_still_found(
 ) -> None:
     settings, before, clicks = late_clicks_changed(tmp_path, monkeypatch)
     # Every position taken for the first row group: most rows are elsewhere.
-    monkeypatch.setattr(replay, "_row_group_of", lambda _ends, _position: 0)
+    monkeypatch.setattr(replay_reads, "_row_group_of", lambda _ends, _position: 0)
 
     result = Replayer(settings, chunk_rows=64).run(ReplayRange(), include_quarantine=False)
 

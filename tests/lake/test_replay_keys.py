@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ciolake.lake.replay import CombinedKeys, KeyCache
+from ciolake.lake.replay_keys import CombinedKeys, KeyCache
 
 
 def keys_of(name: str) -> pa.Table:

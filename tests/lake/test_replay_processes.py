@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from ciolake.lake import replay
+from ciolake.lake import replay_reads
 from ciolake.lake.replay import Replayer, ReplayRange
 from ciolake.lake.replay_processes import ReplayProcessError, replay_in_processes
 from ciolake.lake.tables import CHANNEL_TABLES
@@ -69,7 +69,7 @@ def test_slices_cut_inside_a_compacted_file_cover_every_delivery_once(
 ) -> None:
     settings, raw_file = received_and_compacted(tmp_path, monkeypatch, seed=42)
     assert pq.ParquetFile(raw_file).metadata.num_row_groups > 3
-    monkeypatch.setattr(replay, "_RAW_BATCH_ROWS", 10)
+    monkeypatch.setattr(replay_reads, "RAW_BATCH_ROWS", 10)
     before = stored(settings)
     lose_every_channel_row(settings)
     slices = Replayer(settings).split(ReplayRange(), 3)

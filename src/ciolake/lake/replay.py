@@ -32,20 +32,15 @@ dedup index.
 from __future__ import annotations
 
 import base64
-import bisect
 import datetime as dt
 import itertools
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
 from ciolake.dedup import DedupIndex, keep_from_day
@@ -56,58 +51,45 @@ from ciolake.lake.log import (
     ConcurrentRemoveError,
     LocalDeltaLog,
     MetadataChangedError,
-    RemovedFile,
     commit_rewrite,
 )
-from ciolake.lake.tables import ALL_SPECS, QUARANTINE, RAW_EVENTS
-from ciolake.lake.writer import local_directory
+from ciolake.lake.replay_keys import (
+    DEFAULT_KEY_CACHE_BYTES,
+    KEY_COLUMNS,
+    KeyCache,
+    keys_of,
+    stored_keys,
+)
+from ciolake.lake.replay_reads import (
+    by_size,
+    in_order,
+    raw_batches,
+    remainders,
+    remote_raw_batches,
+    rows_of,
+    stored_rows,
+)
+from ciolake.lake.table_files import TableFiles, true_count, true_indices
+from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.locks import FileLock, commit_lock_path
 from ciolake.memory import return_free_memory
 from ciolake.settings import Settings
 
-_RAW_COLUMNS = [
-    "body",
-    "body_base64",
-    "received_at",
-    "x_cio_timestamp",
-    "journal_stream",
-    "journal_lsn",
-    "received_date",
-]
-_KEY_COLUMNS = ["event_id", "received_at", "journal_stream", "journal_lsn"]
 # A stored row from the same delivery (journal stream and lsn) was built from the same body, so
 # its copy of the body cannot differ: it is not read back to compare (it is most of a row).
 _NOT_COMPARED = frozenset({"payload"})
-_FRAGMENT = "__fragment_index"
+
 _SECONDS_PER_DAY = 86_400
+
 _MICROS_PER_DAY = _SECONDS_PER_DAY * 1_000_000
 
 DEFAULT_CHUNK_ROWS = 100_000
+
 # Bodies per chunk: the chunk, its derived rows and the stored rows read back are each about
 # this size, so it bounds the process's memory more than the row count does.
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
-# Stored keys kept between chunks: about 50 bytes an event, so a million events' worth.
-DEFAULT_KEY_CACHE_BYTES = 64 * 1024 * 1024
-# Files read back at once to compare or rewrite, by size on disk (text compresses ~10x).
-_READ_GROUP_BYTES = 4 * 1024 * 1024
+
 _COMMIT_ATTEMPTS = 5
-_STORED_BATCH_ROWS = 2_048
-_RAW_BATCH_ROWS = 4_096
-# Rows kept from a rewritten file go to new files of about this size in memory.
-_REMAINDER_BYTES = 64 * 1024 * 1024
-# Stored keys of many files as one table, each row's file (position in the list), file starts.
-CombinedKeys = tuple[pa.Table, pa.Int64Array, pa.Int64Array]
-_STATISTICS = ("event_id", "received_at", "journal_lsn")
-_ACTION_COLUMNS = frozenset(
-    {
-        "path",
-        "size_bytes",
-        "num_records",
-        "partition.event_date",
-        "partition.received_date",
-        *(f"{bound}.{column}" for bound in ("min", "max") for column in _STATISTICS),
-    }
-)
 
 
 @dataclass
@@ -173,124 +155,6 @@ class ReplayRange:
         return expression
 
 
-class TableFiles:
-    """One Delta table as of one version: its data files, their partition and statistics.
-
-    For a local table, datasets are built straight from the files, with one partition
-    expression per file: ``DeltaTable.to_pyarrow_dataset`` turns every file's statistics into
-    an expression first, which took 2.5 s for a table of 600 files, on every chunk. For other
-    locations, delta-rs's dataset is used, and filters prune files as it sees fit.
-    """
-
-    def __init__(self, uri: str, name: str, *, version: int | None = None) -> None:
-        self.uri = uri
-        self.name = name
-        self.spec = ALL_SPECS[name]
-        self.root = local_directory(uri)
-        self.table = DeltaTable(uri, version=version)
-        self.version = -1
-        self._index_version = -1
-        self._index: dict[str, int] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Catch up with the table's latest version (cheap when nothing was committed)."""
-        if self.version >= 0:
-            if self.root is not None and not self._next_commit().exists():
-                # No newer commit: delta-rs would still list the log (3 % of a replay).
-                return
-            self.table.update_incremental()
-        if self.table.version() == self.version:
-            return
-        self.version = self.table.version()
-        actions = pa.table(self.table.get_add_actions(flatten=True))
-        # Only what select() and removed() use: every column's statistics are most of it.
-        actions = actions.select([n for n in actions.column_names if n in _ACTION_COLUMNS])
-        self.paths: list[str] = actions.column("path").to_pylist()
-        self.sizes: list[int] = actions.column("size_bytes").to_pylist()
-        self.rows: list[int | None] = (
-            actions.column("num_records").to_pylist()
-            if "num_records" in actions.column_names
-            else [None] * len(self.paths)
-        )
-        column = f"partition.{self.spec.partition_by}"
-        self.partitions: pa.ChunkedArray = (
-            actions.column(column).cast(pa.date32())
-            if column in actions.column_names
-            else pa.chunked_array([], pa.date32())
-        )
-        self._actions = actions
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _next_commit(self) -> Path:
-        assert self.root is not None
-        return self.root / "_delta_log" / f"{self.version + 1:020d}.json"
-
-    def select(
-        self,
-        *,
-        partitions: pa.Array | None = None,
-        ranges: Sequence[tuple[str, pa.Scalar, pa.Scalar]] = (),
-    ) -> pa.Int64Array:
-        """Indices of the files in ``partitions`` whose statistics overlap every range.
-
-        A file without statistics for a column is kept: it may hold anything.
-        """
-        keep = pa.array([True] * len(self.paths), pa.bool_())
-        if partitions is not None:
-            keep = pc.and_(keep, pc.is_in(self.partitions, value_set=partitions))
-        names = self._actions.column_names
-        for column, low, high in ranges:
-            if f"min.{column}" not in names or f"max.{column}" not in names:
-                continue
-            below = pc.less_equal(self._actions.column(f"min.{column}"), high)
-            above = pc.greater_equal(self._actions.column(f"max.{column}"), low)
-            keep = pc.and_(keep, pc.and_(pc.fill_null(below, True), pc.fill_null(above, True)))
-        return _indices(keep)
-
-    def statistic(self, column: str) -> pa.ChunkedArray | None:
-        """Per file, the statistic ``column`` of the add actions (e.g. ``min.received_at``)."""
-        if column not in self._actions.column_names:
-            return None
-        return self._actions.column(column)
-
-    def dataset(self, indices: pa.Int64Array | None = None) -> pads.Dataset:
-        """The files at ``indices`` (all when None) as a dataset with the table's schema.
-
-        A scan's ``__fragment_index`` is the position in ``indices``.
-        """
-        schema = self.spec.schema
-        if self.root is None:
-            return self.table.to_pyarrow_dataset()
-        chosen = range(len(self.paths)) if indices is None else indices.to_pylist()
-        partition = pads.field(self.spec.partition_by)
-        return pads.FileSystemDataset.from_paths(
-            [str(self.root / self.paths[i]) for i in chosen],
-            schema=schema,
-            format=pads.ParquetFileFormat(),
-            filesystem=pafs.LocalFileSystem(),
-            partitions=[partition == self.partitions[i] for i in chosen],
-        )
-
-    def indices_of(self, paths: Sequence[str]) -> pa.Int64Array:
-        """The indices of the files at ``paths`` (all of which the table holds)."""
-        if self._index_version != self.version:
-            self._index = {path: i for i, path in enumerate(self.paths)}
-            self._index_version = self.version
-        return pa.array([self._index[path] for path in paths], pa.int64())
-
-    def removed(self, index: int) -> RemovedFile:
-        """The ``remove`` description of file ``index``."""
-        value = self.partitions[index].as_py()
-        return RemovedFile(
-            self.paths[index],
-            self.sizes[index],
-            {self.spec.partition_by: None if value is None else value.isoformat()},
-        )
-
-
 class Replayer:
     """Replays ``raw_events`` of one data directory into its channel tables."""
 
@@ -315,7 +179,7 @@ class Replayer:
         if raw.root is None:
             return int(raw.dataset().count_rows(filter=selection.expression()))
         # From the files' statistics: opening every file took 55 MiB and seconds.
-        return sum(_rows_of(raw, i) for i in _in_order(raw, selection))
+        return _deliveries_in(raw, selection)
 
     def split(self, selection: ReplayRange, parts: int) -> list[RawSlice]:
         """The range's deliveries in up to ``parts`` slices of about as many rows, as of now.
@@ -330,7 +194,7 @@ class Replayer:
         whole = RawSlice(raw.version, quarantine.version, 0, None)
         if raw.root is None or parts <= 1:
             return [whole]
-        total = sum(_rows_of(raw, i) for i in _in_order(raw, selection))
+        total = _deliveries_in(raw, selection)
         bounds = sorted({total * k // parts for k in range(parts)} | {total})
         return [
             RawSlice(raw.version, quarantine.version, start, stop)
@@ -406,9 +270,10 @@ class Replayer:
         """``raw_slice`` of ``raw_events`` in chunks of up to ``chunk_rows`` rows or about
         ``chunk_bytes``."""
         if raw.root is None:
-            batches = _remote_raw_batches(raw.dataset(), selection.expression())
+            batches = remote_raw_batches(raw.dataset(), selection.expression())
         else:
-            batches = _raw_batches(raw, _in_order(raw, selection), raw_slice.start, raw_slice.stop)
+            in_range = in_order(raw, since=selection.since, until=selection.until)
+            batches = raw_batches(raw, in_range, raw_slice.start, raw_slice.stop)
         pending: list[pa.Table] = []
         held_rows = held_bytes = 0
         for batch in batches:
@@ -551,7 +416,7 @@ class Replayer:
                 plan = None
                 continue
             written = pc.or_(plan.new, plan.rewrite)
-            added, rewritten = _true_count(plan.new), _true_count(plan.rewrite)
+            added, rewritten = true_count(plan.new), true_count(plan.rewrite)
             result.count(result.added, table, added)
             result.count(result.rewritten, table, rewritten)
             result.count(result.unchanged, table, derived.num_rows - added - rewritten)
@@ -564,7 +429,7 @@ class Replayer:
         if not incoming.num_rows:
             return
         if files.root is None:
-            self._write_remote(files, incoming, has_rewrites=_true_count(plan.rewrite) > 0)
+            self._write_remote(files, incoming, has_rewrites=true_count(plan.rewrite) > 0)
             return
         partition_by = files.spec.partition_by
         now_ms = int(time.time() * 1000)
@@ -578,7 +443,7 @@ class Replayer:
                 )
                 return
             rewritten_ids = derived.column("event_id").filter(plan.rewrite)
-            for remainder in _remainders(files, rewrite_files, rewritten_ids):
+            for remainder in remainders(files, rewrite_files, rewritten_ids):
                 written += write_files(files.root, remainder, partition_by=partition_by)
             written += write_files(files.root, incoming, partition_by=partition_by)
             commit_rewrite(
@@ -641,104 +506,10 @@ class Replayer:
         )
 
 
-def _in_order(raw: TableFiles, selection: ReplayRange) -> list[int]:
-    """The local ``raw_events`` files in the range, in order of their first receipt.
-
-    In order of receipt, so a chunk's deliveries are close in time, as are the stored rows
-    they are compared with (files are then picked by their received_at statistics).
-    """
-    days = raw.partitions
-    keep = pa.array([True] * len(raw), pa.bool_())
-    if selection.since is not None:
-        keep = pc.and_(keep, pc.greater_equal(days, pa.scalar(selection.since, pa.date32())))
-    if selection.until is not None:
-        keep = pc.and_(keep, pc.less_equal(days, pa.scalar(selection.until, pa.date32())))
-    first_received = raw.statistic("min.received_at")
-    if first_received is None:
-        order = pa.array(range(len(raw)), pa.int64())
-    else:
-        order = pc.sort_indices(first_received.cast(pa.int64()).fill_null(0)).cast(pa.int64())
-    chosen: list[int] = order.filter(pc.take(keep, order)).to_pylist()
-    return chosen
-
-
-def _rows_of(raw: TableFiles, index: int) -> int:
-    """How many rows file ``index`` holds (from its statistics, else its footer)."""
-    rows = raw.rows[index]
-    if rows is None:
-        assert raw.root is not None
-        rows = pq.ParquetFile(str(raw.root / raw.paths[index])).metadata.num_rows
-    return rows
-
-
-def _raw_batches(
-    raw: TableFiles, indices: list[int], start: int, stop: int | None
-) -> Iterator[pa.Table]:
-    """Rows ``start`` to ``stop`` of the raw columns of the files at ``indices`` (in that
-    order), a file at a time, a few pages at a time.
-
-    Read by a Parquet reader in this thread's order: a dataset scan reads ahead in the
-    background, and held 1 GiB of bodies while a chunk was decoded, and 800 MiB for one
-    compacted file whatever its readahead settings.
-    """
-    assert raw.root is not None
-    offset = 0
-    for index in indices:
-        rows = _rows_of(raw, index)
-        skip, end = max(0, start - offset), rows if stop is None else min(rows, stop - offset)
-        offset += rows
-        if skip < end:
-            with pq.ParquetFile(str(raw.root / raw.paths[index]), pre_buffer=False) as reader:
-                day = raw.partitions[index].as_py()
-                yield from _file_raw_batches(raw, reader, day, skip=skip, end=end)
-        if stop is not None and offset >= stop:
-            return
-
-
-def _file_raw_batches(
-    raw: TableFiles, reader: pq.ParquetFile, day: dt.date | None, *, skip: int, end: int
-) -> Iterator[pa.Table]:
-    """Rows ``skip`` to ``end`` of one raw file, reading only the row groups holding them."""
-    target = pa.schema([raw.spec.schema.field(name) for name in _RAW_COLUMNS])
-    in_file = [name for name in _RAW_COLUMNS if name != "received_date"]
-    metadata = reader.metadata
-    groups: list[int] = []
-    first = 0
-    position = 0
-    for group in range(metadata.num_row_groups):
-        size = metadata.row_group(group).num_rows
-        if position + size > skip and position < end:
-            if not groups:
-                first = position
-            groups.append(group)
-        position += size
-    position = first
-    for batch in reader.iter_batches(
-        batch_size=_RAW_BATCH_ROWS, row_groups=groups, columns=in_file
-    ):
-        low, high = max(skip - position, 0), min(end - position, batch.num_rows)
-        position += batch.num_rows
-        if low < high:
-            piece = pa.Table.from_batches([batch.slice(low, high - low)])
-            days = pa.array([day] * piece.num_rows, pa.date32())
-            yield piece.append_column("received_date", days).cast(target)
-
-
-def _remote_raw_batches(
-    dataset: pads.Dataset, expression: pads.Expression | None
-) -> Iterator[pa.Table]:
-    """The raw columns of a remote table's files, a file at a time, a few pages at a time."""
-    target = pa.schema([dataset.schema.field(name) for name in _RAW_COLUMNS])
-    in_file = [name for name in _RAW_COLUMNS if name != "received_date"]
-    for fragment in dataset.get_fragments(filter=expression):
-        day = pads.get_partition_keys(fragment.partition_expression).get("received_date")
-        with fragment.filesystem.open_input_file(fragment.path) as source:
-            reader = pq.ParquetFile(source, pre_buffer=False)
-            for batch in reader.iter_batches(batch_size=_RAW_BATCH_ROWS, columns=in_file):
-                if batch.num_rows:
-                    days = pa.array([day] * batch.num_rows, pa.date32())
-                    piece = pa.Table.from_batches([batch]).append_column("received_date", days)
-                    yield piece.cast(target)
+def _deliveries_in(raw: TableFiles, selection: ReplayRange) -> int:
+    """How many deliveries the local ``raw_events`` holds in the range (from statistics)."""
+    in_range = in_order(raw, since=selection.since, until=selection.until)
+    return sum(rows_of(raw, i) for i in in_range)
 
 
 @dataclass(frozen=True)
@@ -790,7 +561,7 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
         return _Plan(pc.invert(nothing), nothing, (), files.version, dates, seen)
     low, high = pc.min_max(ids).values()
     candidates = files.select(partitions=dates, ranges=[("event_id", low, high)])
-    stored = _stored_keys(
+    stored = stored_keys(
         files, candidates=candidates, ids=ids, dates=dates, partition=partition, cache=cache
     )
     # One row per stored copy of a chunk event: which derived row, which file, which delivery.
@@ -800,8 +571,8 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
         join_type="inner",
     )
     row = joined.column("row")
-    theirs = [joined.column(c).cast(pa.int64()) for c in _KEY_COLUMNS[1:]]
-    ours = [derived.column(c).cast(pa.int64()).take(row) for c in _KEY_COLUMNS[1:]]
+    theirs = [joined.column(c).cast(pa.int64()) for c in KEY_COLUMNS[1:]]
+    ours = [derived.column(c).cast(pa.int64()).take(row) for c in KEY_COLUMNS[1:]]
     earlier, same = _compare_keys(theirs, ours)
     later = pc.and_not(pc.invert(earlier), same)
     per_row = (
@@ -824,7 +595,7 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
     check = pc.and_not(open_rows, rewrite)
     # Remote tables: delta-rs numbers its own fragments, and rewrites go through a merge.
     held_in = joined.column("file").cast(pa.int64())
-    if _true_count(check):
+    if true_count(check):
         checked = pc.take(check, row)
         holding = pa.table(
             {
@@ -862,162 +633,8 @@ def _plan_holds(plan: _Plan, files: TableFiles, derived: pa.Table, cache: KeyCac
     ids = derived.column("event_id").combine_chunks()
     return not any(
         pc.any(pc.is_in(keys.column("event_id"), value_set=ids)).as_py()
-        for keys in _keys_of(files, added, cache).values()
+        for keys in keys_of(files, added, cache).values()
     )
-
-
-class KeyCache:
-    """The key columns of stored data files, by path, up to a memory budget.
-
-    A Delta data file never changes once written, so its keys can be kept across chunks: each
-    chunk then reads only the files it has not seen, instead of every file of the partitions
-    it touches. Each chunk asks for the files in the same order, so past the budget evicting
-    the least recently used would drop each file just before it is asked for again, and every
-    chunk would read them all. So keys used in the current chunk are not evicted: once they
-    fill the budget, further files are read each time they are needed, and only keys unused
-    in this chunk (of files compacted away, of other partitions) make room.
-
-    It also keeps, per table, the last chunk's keys in one contiguous table, within a second
-    budget as large, over all tables: while nothing is committed, the next chunk asks for the
-    same files (at 1,000,000 deliveries, 15 % faster).
-    """
-
-    def __init__(self, budget_bytes: int) -> None:
-        self._budget = budget_bytes
-        self._held = 0
-        self._chunk = 0
-        # Least recently used first; each with the chunk that last used it.
-        self._tables: OrderedDict[tuple[str, str], tuple[int, pa.Table]] = OrderedDict()
-        self._combined: dict[str, tuple[tuple[str, ...], CombinedKeys]] = {}
-
-    def next_chunk(self) -> None:
-        """Start the next chunk: what it uses is kept until the one after."""
-        self._chunk += 1
-
-    def get(self, table: str, path: str) -> pa.Table | None:
-        """The keys of ``table``'s file ``path``, if held."""
-        entry = self._tables.get((table, path))
-        if entry is None:
-            return None
-        self._tables[(table, path)] = (self._chunk, entry[1])
-        self._tables.move_to_end((table, path))
-        return entry[1]
-
-    def combined(self, table: str, paths: tuple[str, ...]) -> CombinedKeys | None:
-        """The keys of ``table``'s files ``paths`` in one table, if the last chunk kept them."""
-        kept = self._combined.get(table)
-        return kept[1] if kept is not None and kept[0] == paths else None
-
-    def keep_combined(self, table: str, paths: tuple[str, ...], combined: CombinedKeys) -> None:
-        """Keep ``table``'s keys of ``paths`` in one table (from ``_combine``) for the next chunk.
-
-        Replaces the last one: while nothing is committed, each chunk asks for the same files.
-        Not kept if the tables kept would then hold more than the budget.
-        """
-        self._combined.pop(table, None)
-        held = sum(kept[0].nbytes for _paths, kept in self._combined.values())
-        if held + combined[0].nbytes <= self._budget:
-            self._combined[table] = (paths, combined)
-
-    def put(self, table: str, path: str, keys: pa.Table) -> None:
-        """Hold the keys of ``table``'s file ``path`` if the budget allows (see the class)."""
-        # Table.nbytes walks every buffer (4 % of a replay, called three times a file).
-        size = keys.get_total_buffer_size()
-        if size > self._budget or (table, path) in self._tables:
-            return
-        while self._held + size > self._budget:
-            oldest, (used_in, dropped) = next(iter(self._tables.items()))
-            if used_in == self._chunk:
-                return
-            del self._tables[oldest]
-            self._held -= dropped.get_total_buffer_size()
-        self._tables[(table, path)] = (self._chunk, keys)
-        self._held += size
-
-
-def _stored_keys(
-    files: TableFiles,
-    *,
-    candidates: pa.Int64Array,
-    ids: pa.ChunkedArray,
-    dates: pa.Array,
-    partition: str,
-    cache: KeyCache,
-) -> pa.Table:
-    """The key columns of the stored rows of the chunk's ids, with the file (index) of each."""
-    if not len(candidates):
-        return _empty_keys()
-    if files.root is None:
-        keys = files.dataset().to_table(
-            columns=[*_KEY_COLUMNS, _FRAGMENT],
-            filter=pads.field(partition).isin(dates) & pads.field("event_id").isin(ids),
-        )
-        keys = keys.rename_columns([*_KEY_COLUMNS, "file"])
-        return keys.append_column("position", pa.nulls(keys.num_rows, pa.int64()))
-    chosen = candidates.to_pylist()
-    found = _keys_of(files, chosen, cache)
-    held = [(i, table) for i in chosen if (table := found[i]).num_rows]
-    if not held:
-        return _empty_keys()
-    paths = tuple(files.paths[i] for i, _table in held)
-    combined = cache.combined(files.name, paths)
-    if combined is None:
-        combined = _combine([table for _i, table in held])
-        cache.keep_combined(files.name, paths, combined)
-    keys, held_at, starts = combined
-    # Every stored key of the partitions is matched in one call: pyarrow builds the hash set of
-    # the chunk's ids once per call, which per file would cost more than reading the keys.
-    matched = _indices(pc.is_in(keys.column("event_id"), value_set=ids.combine_chunks()))
-    file_at = pa.array([i for i, _table in held], pa.int64())
-    held_in = held_at.take(matched)
-    return (
-        keys.take(matched)
-        .append_column("file", file_at.take(held_in))
-        .append_column("position", pc.subtract(matched, starts.take(held_in)))
-    )
-
-
-def _keys_of(files: TableFiles, indices: list[int], cache: KeyCache) -> dict[int, pa.Table]:
-    """The key columns of each local file at ``indices``, from ``cache`` or read (and kept)."""
-    held = {i: cache.get(files.name, files.paths[i]) for i in indices}
-    found = {i: keys for i, keys in held.items() if keys is not None}
-    missing = [i for i in indices if i not in found]
-    if missing:
-        found.update(_read_keys(files, missing))
-        for i in missing:
-            cache.put(files.name, files.paths[i], found[i])
-    return found
-
-
-def _combine(tables: list[pa.Table]) -> CombinedKeys:
-    """``tables`` as one contiguous table; for each row, which table; where each table starts.
-
-    Contiguous, because matching and taking from a table of thousands of chunks costs a kernel
-    call per chunk.
-    """
-    keys = pa.concat_tables(tables).combine_chunks()
-    counts = [t.num_rows for t in tables]
-    ends = pa.array(list(itertools.accumulate(counts)), pa.int64())
-    positions = pa.array(range(len(tables)), pa.int64())
-    held_at = pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(ends, positions))
-    starts = pa.array(list(itertools.accumulate(counts[:-1], initial=0)), pa.int64())
-    return keys, held_at, starts
-
-
-def _read_keys(files: TableFiles, indices: list[int]) -> dict[int, pa.Table]:
-    """The key columns of each local file at ``indices``, in the table's types.
-
-    A file at a time, in this thread: 0.32 ms a committer's file, against 0.6 ms in a dataset
-    scan of a few dozen files (whose readers, run ahead, also held buffers of their own).
-    """
-    assert files.root is not None
-    schema = pa.schema([files.spec.schema.field(c) for c in _KEY_COLUMNS])
-    keys: dict[int, pa.Table] = {}
-    for i in indices:
-        reader = pq.ParquetFile(str(files.root / files.paths[i]), pre_buffer=False)
-        found = reader.read(columns=_KEY_COLUMNS, use_threads=False)
-        keys[i] = found.cast(schema).combine_chunks()
-    return keys
 
 
 def _changed(
@@ -1026,7 +643,7 @@ def _changed(
     """Which ``check`` rows differ from their stored row (read back from ``holding``: the
     file and the position in it of each)."""
     changed = [False] * derived.num_rows
-    to_check = _indices(check)
+    to_check = true_indices(check)
     if files.root is None:
         # Remote: compare through delta-rs's dataset, filtered to the rows themselves.
         wanted = derived.column("event_id").take(to_check)
@@ -1038,133 +655,16 @@ def _changed(
         _mark_changed(stored, derived, to_check, changed)
     else:
         wanted = derived.column("event_id").take(to_check)
+        compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
         positions: dict[int, list[int]] = {}
         for index, position in zip(
             holding.column("file").to_pylist(), holding.column("position").to_pylist(), strict=True
         ):
             positions.setdefault(index, []).append(position)
-        for group in _by_size(files, pa.array(sorted(positions), pa.int64())):
-            stored = _stored_rows(files, group, wanted, positions)
+        for group in by_size(files, pa.array(sorted(positions), pa.int64())):
+            stored = stored_rows(files, group, wanted, positions, compared)
             _mark_changed(stored, derived, to_check, changed)
     return pa.array(changed, pa.bool_())
-
-
-def _stored_rows(
-    files: TableFiles, group: pa.Int64Array, wanted: pa.Array, positions: dict[int, list[int]]
-) -> pa.Table:
-    """The rows of the files at ``group`` whose event id is ``wanted``: the table's columns
-    but those ``_NOT_COMPARED``. ``positions`` says where in each file they are."""
-    compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
-    if max(files.sizes[i] for i in group.to_pylist()) <= _READ_GROUP_BYTES:
-        return _scan_rows(files, group, wanted, compared)
-    kept = [
-        _rows_at(files, index, positions[index], wanted, compared) for index in group.to_pylist()
-    ]
-    return pa.concat_tables(kept)
-
-
-def _rows_at(
-    files: TableFiles, index: int, positions: list[int], wanted: pa.Array, columns: list[str]
-) -> pa.Table:
-    """The rows of the big file ``index`` at ``positions`` whose id is ``wanted``, from the
-    row groups holding those positions only.
-
-    A compacted file holds a whole partition, of which a chunk wants a few runs of rows.
-    Should the rows found be fewer than the positions, the whole file is read after all.
-    """
-    assert files.root is not None
-    reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
-    metadata = reader.metadata
-    ends = list(
-        itertools.accumulate(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-    )
-    holding = sorted({_row_group_of(ends, position) for position in positions})
-    found = _file_rows(files, index, reader, row_groups=holding, wanted=wanted, columns=columns)
-    if found.num_rows < len(positions):
-        found = _file_rows(files, index, reader, row_groups=None, wanted=wanted, columns=columns)
-    return found
-
-
-def _row_group_of(ends: list[int], position: int) -> int:
-    """The row group holding row ``position``, given where each row group ends."""
-    return bisect.bisect_right(ends, position)
-
-
-def _file_rows(
-    files: TableFiles,
-    index: int,
-    reader: pq.ParquetFile,
-    *,
-    row_groups: list[int] | None,
-    wanted: pa.Array,
-    columns: list[str],
-) -> pa.Table:
-    """The ``columns`` of the rows of ``row_groups`` (all when None) whose id is ``wanted``."""
-    pieces = list(
-        _file_pieces(
-            files, index, reader, wanted, matching=True, columns=columns, row_groups=row_groups
-        )
-    )
-    if pieces:
-        return pa.concat_tables(pieces)
-    return pa.schema([files.spec.schema.field(name) for name in columns]).empty_table()
-
-
-def _scan_rows(
-    files: TableFiles, group: pa.Int64Array, wanted: pa.Array, columns: list[str]
-) -> pa.Table:
-    """The ``columns`` of the rows of small files whose event id is ``wanted``, in one scan.
-
-    A committer's file holds a few hundred rows, so opening it costs more than its rows: over
-    200,000 deliveries in files of a few hundred rows, replay took 18 s this way instead of
-    22 s opening each file apart. In this thread: the scanner's threads cost more than they
-    gave on 2 cores.
-    """
-    scanner = files.dataset(group).scanner(
-        columns=columns,
-        use_threads=False,
-        fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False),
-    )
-    found = scanner.to_table()
-    return found.filter(pc.is_in(found.column("event_id"), value_set=wanted))
-
-
-def _file_pieces(
-    files: TableFiles,
-    index: int,
-    reader: pq.ParquetFile,
-    ids: pa.Array,
-    *,
-    matching: bool,
-    columns: list[str],
-    row_groups: list[int] | None = None,
-) -> Iterator[pa.Table]:
-    """The rows of file ``index`` (open in ``reader``; only ``row_groups``, if given) whose
-    event id is (or, if not ``matching``, is not) in ``ids``: their ``columns``, in the table's
-    schema, a few pages at a time.
-
-    Streamed and filtered as they come: a file delta-rs rewrote (a delete, or a compaction
-    before compaction bounded its row groups) holds a partition in one row group, which a
-    dataset scan decodes whole (2.4 GiB for 123,000 email rows) whatever its batch size.
-    """
-    schema = files.spec.schema
-    partition = files.spec.partition_by
-    names = [name for name in columns if name != partition]
-    target = pa.schema([schema.field(name) for name in names])
-    value = files.partitions[index]
-    batches = reader.iter_batches(
-        batch_size=_STORED_BATCH_ROWS, row_groups=row_groups, columns=names
-    )
-    for batch in batches:
-        piece = pa.Table.from_batches([batch])
-        if piece.schema != target:
-            # delta-rs writes string views and its own list item names.
-            piece = piece.cast(target)
-        found = pc.is_in(piece.column("event_id"), value_set=ids)
-        piece = piece.filter(found if matching else pc.invert(found))
-        if piece.num_rows:
-            dates = pa.array([value.as_py()] * piece.num_rows, pa.date32())
-            yield piece.append_column(partition, dates).select(columns)
 
 
 def _mark_changed(
@@ -1245,41 +745,6 @@ def _bisect(a: pa.Array, b: pa.Array, start: int, stop: int, out: list[bool]) ->
     _bisect(a, b, middle, stop, out)
 
 
-def _remainders(
-    files: TableFiles, indices: pa.Int64Array, removed_ids: pa.ChunkedArray
-) -> Iterator[pa.Table]:
-    """The rows of the files at ``indices`` other than ``removed_ids``, in bounded pieces."""
-    assert files.root is not None
-    value_set = removed_ids.combine_chunks()
-    pending: list[pa.Table] = []
-    held = 0
-    for index in indices.to_pylist():
-        reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
-        columns = files.spec.schema.names
-        for piece in _file_pieces(files, index, reader, value_set, matching=False, columns=columns):
-            pending.append(piece)
-            held += piece.nbytes
-            if held >= _REMAINDER_BYTES:
-                yield pa.concat_tables(pending)
-                pending, held = [], 0
-    if pending:
-        yield pa.concat_tables(pending)
-
-
-def _by_size(files: TableFiles, indices: pa.Int64Array) -> Iterator[pa.Int64Array]:
-    """``indices`` in groups of about ``_READ_GROUP_BYTES`` on disk."""
-    group: list[int] = []
-    held = 0
-    for index in indices.to_pylist():
-        group.append(index)
-        held += files.sizes[index]
-        if held >= _READ_GROUP_BYTES:
-            yield pa.array(group, pa.int64())
-            group, held = [], 0
-    if group:
-        yield pa.array(group, pa.int64())
-
-
 def _compare_keys(
     theirs: list[pa.Array], ours: list[pa.Array]
 ) -> tuple[pa.BooleanArray, pa.BooleanArray]:
@@ -1336,7 +801,7 @@ def _bodies(chunk: pa.Table) -> list[memoryview | bytes]:
     encoded = chunk.column("body_base64")
     if encoded.null_count < len(encoded):
         # Bodies that were not UTF-8: their exact bytes are in base64.
-        for i in _indices(pc.is_valid(encoded)).to_pylist():
+        for i in true_indices(pc.is_valid(encoded)).to_pylist():
             bodies[i] = base64.b64decode(encoded[i].as_py())
     return bodies
 
@@ -1354,28 +819,4 @@ def _dedup_entries(written: pa.Table) -> Iterator[tuple[str, int]]:
     )
 
 
-def _indices(mask: pa.BooleanArray | pa.ChunkedArray) -> pa.Int64Array:
-    """Positions where ``mask`` is true."""
-    if isinstance(mask, pa.ChunkedArray):
-        mask = mask.combine_chunks()
-    return pc.indices_nonzero(mask).cast(pa.int64())
-
-
-def _true_count(mask: pa.BooleanArray | pa.ChunkedArray) -> int:
-    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
-
-
-def _empty_keys() -> pa.Table:
-    return pa.table(
-        {
-            "event_id": pa.array([], pa.string()),
-            "received_at": pa.array([], pa.timestamp("us", tz="UTC")),
-            "journal_stream": pa.array([], pa.int64()),
-            "journal_lsn": pa.array([], pa.int64()),
-            "file": pa.array([], pa.int64()),
-            "position": pa.array([], pa.int64()),
-        }
-    )
-
-
-__all__ = ["RawSlice", "ReplayRange", "ReplayResult", "Replayer", "TableFiles"]
+__all__ = ["RawSlice", "ReplayRange", "ReplayResult", "Replayer"]
