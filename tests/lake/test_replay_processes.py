@@ -6,11 +6,14 @@ Tables are read back with DuckDB (delta-kernel), not with the delta-rs code repl
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -163,3 +166,37 @@ def test_replay_in_processes_while_the_server_commits_stores_every_event_once(
     after = stored(settings)  # asserts no event is stored twice
     assert {k: v for k, v in after.items() if k in before} == before
     assert set(after) == set(before) | {json.loads(b)["event_id"] for b in sent}
+
+
+def test_a_replay_process_killed_stops_the_replay_and_a_new_one_completes(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(400, seed=46, timestamp=NOW)
+    receive_at(settings, bodies, at=NOW + 5)
+    before = stored(settings)
+    lose_every_channel_row(settings)
+    killed: list[int] = []
+
+    def kill_one_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = [p for p in multiprocessing.active_children() if p.name.startswith("ciolake")]
+            if len(running) == 2 and running[0].pid is not None:
+                os.kill(running[0].pid, signal.SIGKILL)
+                killed.append(running[0].pid)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one_when_running)
+    killer.start()
+    with pytest.raises(ReplayProcessError, match=r"ended without a result \(exit code -9\)"):
+        # Chunks of a few deliveries: the processes are still at work when one is killed.
+        replay_in_processes(
+            settings, ReplayRange(), processes=2, include_quarantine=False, chunk_bytes=4 * 1024
+        )
+    killer.join()
+    assert killed
+
+    replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
+    assert stored(settings) == before

@@ -118,11 +118,16 @@ def _collect(
     progress: Callable[[int], None],
 ) -> list[ReplayResult]:
     results: dict[int, ReplayResult] = {}
+    quiet_since_death = 0
     while len(results) < len(workers):
         try:
             kind, number, value = messages.get(timeout=_POLL_S)
         except queue.Empty:
-            _check_alive(workers, results)
+            # A process flushes its last message before it ends, but the message may still be
+            # in the pipe when its end is seen: a dead process is believed after a quiet poll.
+            quiet_since_death = quiet_since_death + 1 if _dead(workers, results) else 0
+            if quiet_since_death > 1:
+                _check_alive(workers, results)
             continue
         if kind == "progress":
             progress(value)
@@ -133,12 +138,16 @@ def _collect(
     return [results[n] for n in sorted(results)]
 
 
+def _dead(workers: Sequence[BaseProcess], results: dict[int, ReplayResult]) -> list[int]:
+    """The processes that ended without a result."""
+    return [n for n, worker in enumerate(workers) if n not in results and not worker.is_alive()]
+
+
 def _check_alive(workers: Sequence[BaseProcess], results: dict[int, ReplayResult]) -> None:
-    for number, worker in enumerate(workers):
-        if number not in results and not worker.is_alive():
-            raise ReplayProcessError(
-                f"replay process {number} ended without a result (exit code {worker.exitcode})"
-            )
+    for number in _dead(workers, results):
+        raise ReplayProcessError(
+            f"replay process {number} ended without a result (exit code {workers[number].exitcode})"
+        )
 
 
 def _merged(results: list[ReplayResult]) -> ReplayResult:
