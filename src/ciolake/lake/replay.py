@@ -188,6 +188,8 @@ class Replayer:
         their own: two replays over slices of one range read back different files. A remote
         ``raw_events`` is one slice: delta-rs's dataset orders its files itself.
         """
+        # Both as of one moment: the committer writes a delivery's raw row and its quarantine
+        # row under this lock, so no replayed delivery misses the latter.
         with FileLock(commit_lock_path(self._settings.state_dir)):
             raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
             quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
@@ -221,17 +223,11 @@ class Replayer:
         )
         try:
             if part is None:
-                # Both as of one moment: the committer writes a delivery's raw row and its
-                # quarantine row under this lock, so no replayed delivery misses the latter.
-                with lock:
-                    raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
-                    quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
-                part = RawSlice(raw.version, quarantine.version, 0, None)
-            else:
-                raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS, version=part.raw_version)
-                quarantine = TableFiles(
-                    self._uri(QUARANTINE), QUARANTINE, version=part.quarantine_version
-                )
+                (part,) = self.split(selection, 1)
+            raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS, version=part.raw_version)
+            quarantine = TableFiles(
+                self._uri(QUARANTINE), QUARANTINE, version=part.quarantine_version
+            )
             for chunk in self._chunks(raw, selection, part):
                 self._apply(
                     chunk,
