@@ -43,3 +43,27 @@ class BacklogFullError(TransientError):
 
 class TableWriteError(TransientError):
     """A Delta commit failed; the batch stays in the journal and is retried."""
+
+
+class InputError(TerminalError):
+    """What the user asked for is wrong (a bad flag, range or file); the command exits 2."""
+
+
+class DataDirBusyError(ConfigurationError):
+    """Another process (a running ``ciolake serve``) owns the data directory."""
+
+
+class TableUnreadableError(TerminalError):
+    """A Delta table is missing its log or its log is damaged; an operator must act.
+
+    Attributes:
+        table: the table's name.
+    """
+
+    def __init__(self, table: str, message: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class StoreUnavailableError(TransientError):
+    """The table store (object storage, a remote file system) cannot be reached right now."""

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+from ciolake.errors import DataDirBusyError
+
 
 def acquire_lock(path: Path, *, wait_s: float) -> int | None:
     """Take an exclusive lock on ``path``, waiting up to ``wait_s``.
@@ -55,3 +57,24 @@ class FileLock:
 def commit_lock_path(state_dir: Path) -> Path:
     """Where the commit lock of a data directory lives."""
     return state_dir / "commit.lock"
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data directory's owner lock, or refuse at once.
+
+    ``ciolake serve`` and every command that writes the journal or the dedup state (the
+    embedded receiver of ``simulate``) hold it, so two of them never share a data directory.
+
+    Returns:
+        The descriptor holding the lock; close it to release.
+
+    Raises:
+        DataDirBusyError: another process holds it.
+    """
+    fd = acquire_lock(data_dir / ".lock", wait_s=0)
+    if fd is None:
+        raise DataDirBusyError(
+            f"another ciolake serve is using {data_dir}; one server per data directory"
+            " (stop it first, or choose another --data-dir)"
+        )
+    return fd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ from ciolake.errors import BacklogFullError, JournalUnavailableError
 from ciolake.journal import Journal
 from ciolake.journal_records import FLAG_STALE, JournalRecord
 from ciolake.lake.writer import DeltaWriter
-from ciolake.locks import FileLock, commit_lock_path
+from ciolake.locks import FileLock, commit_lock_path, lock_data_dir
 from ciolake.metrics import Metrics
 from ciolake.settings import Settings
 from ciolake.verify import Verdict
@@ -57,7 +58,12 @@ class Receiver:
         self.metrics.journal_healthy.set_function(lambda: float(self.journal.healthy))
 
     def open(self) -> None:
-        """Create the tables, recover the journal and start committing."""
+        """Create the tables, recover the journal and start committing.
+
+        Raises:
+            DataDirBusyError: a ``ciolake serve`` (or another receiver) owns the data directory.
+        """
+        self._data_dir_lock = lock_data_dir(self.settings.data_dir)
         self._writer.ensure_tables()
         versions = self._writer.committed_versions([0])
         applied = self._dedup.applied_lsn(0)
@@ -121,6 +127,7 @@ class Receiver:
             return
         self._dedup.close()
         self._writer.close()
+        os.close(self._data_dir_lock)
 
     def _on_durable(self, records: list[JournalRecord]) -> None:
         self.metrics.count_journaled(len(records))

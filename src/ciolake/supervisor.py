@@ -29,7 +29,7 @@ from ciolake.journal_tail import JournalTail
 from ciolake.lake.maintenance import compact_closed_days
 from ciolake.lake.writer import DeltaWriter
 from ciolake.launch import WorkerLaunch, launch_input, stream_directory, worker_command
-from ciolake.locks import FileLock, acquire_lock, commit_lock_path
+from ciolake.locks import FileLock, acquire_lock, commit_lock_path, lock_data_dir
 from ciolake.logs import configure_logging
 from ciolake.memory import keep_large_blocks_apart
 from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
@@ -64,7 +64,7 @@ class Supervisor:
         """Serve until SIGTERM or SIGINT; return the exit code."""
         # A file-size limit must surface as a write error (503), not kill the process.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        lock = _lock_data_dir(self.settings.data_dir)
+        lock = lock_data_dir(self.settings.data_dir)
         try:
             self._open()
             self._spawn_all()
@@ -316,15 +316,6 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def _lock_data_dir(data_dir: Path) -> int:
-    fd = acquire_lock(data_dir / ".lock", wait_s=0)
-    if fd is None:
-        raise ConfigurationError(
-            f"another ciolake serve is using {data_dir}; one server per data directory"
-        )
-    return fd
 
 
 def _lock_stream(directory: Path) -> int:

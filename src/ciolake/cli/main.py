@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from ciolake import __version__
@@ -18,6 +21,15 @@ from ciolake.cli import (
     views,
     webhooks,
 )
+from ciolake.cli.failures import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    debug_requested,
+    describe,
+    help_shown_for,
+    is_abort,
+    is_exit,
+)
 
 app = typer.Typer(
     name="ciolake",
@@ -26,6 +38,8 @@ app = typer.Typer(
     add_completion=False,
     # Help texts name their env variable in brackets, which rich markup would swallow.
     rich_markup_mode=None,
+    # Failures are told in one line by main(); a traceback only with --debug.
+    pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
 app.command("send-test")(send_test.send_test)
@@ -51,10 +65,34 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of a failure [env CIOLAKE_DEBUG=1]."
+    ),
 ) -> None:
     """Customer.io reporting webhooks into Delta Lake."""
 
 
 def main() -> None:
-    """Run the command line."""
-    app()
+    """Run the command line: one line ``error: ...`` for a failure, unless debugging."""
+    debug = debug_requested(sys.argv[1:], os.environ)
+    try:
+        code = app(standalone_mode=False)
+    except (Exception, KeyboardInterrupt) as exc:
+        if is_exit(exc):
+            sys.exit(getattr(exc, "exit_code", 0))
+        if (text := help_shown_for(exc)) is not None:
+            print(text)
+            sys.exit(EXIT_USAGE)
+        if is_abort(exc):
+            _fail(EXIT_INTERRUPTED, "interrupted")
+        if debug:
+            raise
+        _fail(*describe(exc))
+    # Without standalone mode, a command's typer.Exit comes back as its exit code.
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(code: int, message: str) -> None:
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
