@@ -118,7 +118,7 @@ def bench_ciolake(
                 server,
                 meter,
                 tables=partial(ciolake_tables, tables_uri),
-                drain=partial(_drain, server.base_url, tables_uri),
+                drain=partial(_drain, server.admin_url, tables_uri),
                 tables_uri=tables_uri,
             )
             idle = measure_idle_cpu(meter, 1.0 if config.quick else 3.0)
@@ -247,14 +247,14 @@ def _rss_run(
     spec = LoadSpec(
         config.rate_connections, config.threads, 3600, rate=rate, stop_when_exhausted=True
     )
-    watcher = JournaledWatcher(server.base_url, tables_uri, pool.count)
+    watcher = JournaledWatcher(server.admin_url, tables_uri, pool.count)
     started = time.monotonic()
     load = run_wrk(server.base_url, pool, spec, workdir / "rss-wrk", stop_early=watcher)
     journaled = watcher.journaled()
     # Up to the last progress seen, so that a stalled tail does not count as load time.
     load_s = watcher.last_change - started
     drain_s = wait_for_drain(
-        server.base_url, tables_uri, expected_raw_rows=journaled, timeout_s=DRAIN_TIMEOUT_S
+        server.admin_url, tables_uri, expected_raw_rows=journaled, timeout_s=DRAIN_TIMEOUT_S
     )
     tables = ciolake_tables(tables_uri)
     per_100k = 100_000 / max(1, tables.raw_rows)

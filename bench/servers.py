@@ -41,11 +41,17 @@ class ManagedServer:
     env: dict[str, str]
     port: int
     log_path: Path
+    admin_port: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Where /metrics is: ciolake's admin listener; the baselines serve it on one port."""
+        return f"http://127.0.0.1:{self.admin_port or self.port}"
 
     @property
     def pid(self) -> int:
@@ -140,14 +146,16 @@ def ciolake_server(
 ) -> ManagedServer:
     """``ciolake serve`` on a loopback port; ``--workers`` only when given."""
     chosen = port or free_port()
+    admin_port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ciolake", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(chosen), "--data-dir", str(data_dir)]
+    command += ["--port", str(chosen), "--admin-port", str(admin_port)]
+    command += ["--data-dir", str(data_dir)]
     if workers is not None:
         command += ["--workers", str(workers)]
     full_env = {**os.environ, "CIOLAKE_SIGNING_KEYS": key, **(env or {})}
     log_path = data_dir.parent / f"ciolake-{chosen}.log"
-    return ManagedServer("ciolake", command, full_env, chosen, log_path)
+    return ManagedServer("ciolake", command, full_env, chosen, log_path, admin_port)
 
 
 def uvicorn_server(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pytest
 
 from ciolake.analytics.duck import delta_connection
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
@@ -74,6 +76,7 @@ class ServerProcess:
     port: int
     data_dir: Path
     log_path: Path
+    admin_port: int
 
     @property
     def url(self) -> str:
@@ -81,7 +84,13 @@ class ServerProcess:
 
     @property
     def base(self) -> str:
+        """The public listener: the webhook, /health and a bare /ready."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_base(self) -> str:
+        """The admin listener: /ready with reasons, /metrics, /dashboard."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -114,6 +123,7 @@ def start_server(
 ) -> ServerProcess:
     """Start `ciolake serve` and wait until /health answers."""
     port = free_port()
+    admin_port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"serve-{port}.log"
     full_env = {
@@ -125,10 +135,11 @@ def start_server(
         **(env or {}),
     }
     command = [*prefix, sys.executable, "-m", "ciolake", "serve"]
-    command += ["--port", str(port), "--data-dir", str(data_dir), *args]
+    command += ["--port", str(port), "--admin-port", str(admin_port)]
+    command += ["--data-dir", str(data_dir), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(process, port, data_dir, log_path)
+    server = ServerProcess(process, port, data_dir, log_path, admin_port)
     _wait_healthy(server, ready_timeout)
     return server
 
@@ -166,7 +177,7 @@ def wait_until_committed(server: ServerProcess, timeout: float = 30.0) -> None:
     """Wait until the server's backlog gauge is zero."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = httpx.get(f"{server.base}/metrics", timeout=5).text
+        text = httpx.get(f"{server.admin_base}/metrics", timeout=5).text
         if metric_value(text, "ciolake_backlog_events") == 0:
             return
         time.sleep(0.1)
@@ -198,3 +209,12 @@ def table_rows(
     cursor = connection.execute(query)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def promtool() -> str:
+    """The promtool `make test-deps` unpacks into the venv, else one on PATH; skip without."""
+    beside = Path(sys.executable).parent / "promtool"
+    found = str(beside) if beside.exists() else shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool is missing: `make test-deps` installs it")
+    return found

@@ -14,7 +14,13 @@ from ciolake.settings import Settings
 def test_a_worker_reads_the_launch_record_and_settings_the_supervisor_wrote() -> None:
     settings = Settings(data_dir=Path("/srv/ciolake"), signing_keys=("key\nwith newline",))
     launch = WorkerLaunch(
-        stream=1, next_lsn=42, socket_fd=7, shared_path="/srv/x", streams=2, supervisor_pid=9
+        stream=1,
+        next_lsn=42,
+        socket_fd=7,
+        admin_socket_fd=8,
+        shared_path="/srv/x",
+        streams=2,
+        supervisor_pid=9,
     )
 
     assert read_launch_input(launch_input(settings, launch)) == (launch, settings)

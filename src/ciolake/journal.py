@@ -33,6 +33,11 @@ from ciolake.journal_records import (
 
 logger = logging.getLogger(__name__)
 
+PROBE_INTERVAL_S = 1.0
+# A page: small enough to pass on an almost full disk only when the disk takes writes again.
+_PROBE_BYTES = b"\0" * 4096
+_PROBE_NAME = ".write-probe"
+
 
 @dataclass(slots=True)
 class _Segment:
@@ -54,6 +59,7 @@ class Journal:
         segment_max_bytes: int,
         on_durable: Callable[[list[JournalRecord]], None],
         observe_fsync: Callable[[float], None] = lambda _seconds: None,
+        on_healed: Callable[[], None] = lambda: None,
         stream: int = 0,
     ) -> None:
         self._directory = directory
@@ -73,6 +79,8 @@ class Journal:
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self._observe_fsync = observe_fsync
+        self._on_healed = on_healed
+        self._stop_probe = threading.Event()
         self.last_error: str | None = None
         self.last_errno = 0
 
@@ -100,6 +108,7 @@ class Journal:
             self._closed_segments.append(_Segment(path, records[-1].lsn if records else None))
         self._next_lsn = max(highest + 1, min_next_lsn)
         self.retire(applied_lsn)
+        self._start_probe()
         return unapplied
 
     def open_for_append(self, *, next_lsn: int) -> None:
@@ -109,6 +118,49 @@ class Journal:
         """
         self._directory.mkdir(parents=True, exist_ok=True)
         self._next_lsn = next_lsn
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        # Readiness must heal with no traffic: behind a load balancer that sends requests only
+        # to ready instances, no append would ever come to clear a failed write.
+        threading.Thread(target=self._probe_loop, name="ciolake-journal-probe", daemon=True).start()
+
+    def _probe_loop(self) -> None:
+        while not self._stop_probe.wait(PROBE_INTERVAL_S):
+            if not self.healthy:
+                self.probe()
+
+    def probe(self) -> bool:
+        """After a failed write: try a small durable write beside the segments.
+
+        On the journal's own I/O thread, so it is ordered with the appends' writes. Success
+        clears the failure (``healthy`` turns True) and calls ``on_healed``.
+
+        Returns:
+            Whether the journal is healthy now.
+        """
+        try:
+            self._io.submit(self._write_probe).result()
+        except OSError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+            self.last_errno = exc.errno or -1
+            return False
+        except RuntimeError:  # the executor is shut down: the journal is closed
+            return self.healthy
+        self.last_error, self.last_errno = None, 0
+        logger.info("journal writable again")
+        self._on_healed()
+        return True
+
+    def _write_probe(self) -> None:
+        path = self._directory / _PROBE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, _PROBE_BYTES)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
 
     async def append(
         self, *, received_at_us: int, x_cio_timestamp: int, flags: int, body: bytes
@@ -219,6 +271,7 @@ class Journal:
     async def close(self) -> None:
         """Stop taking appends, wait for the flush under way, and close the files."""
         self._closed = True
+        self._stop_probe.set()
         while self._flush_task is not None:
             await asyncio.sleep(0.005)
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_active)

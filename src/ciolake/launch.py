@@ -21,6 +21,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
     stream: int
     next_lsn: int
     socket_fd: int
+    admin_socket_fd: int
     shared_path: str
     streams: int
     supervisor_pid: int
@@ -33,8 +34,16 @@ def stream_directory(settings: Settings, stream: int) -> Path:
 
 def worker_command() -> list[str]:
     """The command that starts a worker; it reads ``launch_input`` on standard input."""
-    # Not ``-m ciolake.worker``: run as __main__, the module would log as "__main__".
-    return [sys.executable, "-c", "from ciolake.worker import main; main()"]
+    # Not ``-m ciolake.worker``: run as __main__, the module would log as "__main__". SIGINT
+    # is ignored while it imports: a Ctrl-C at the terminal reaches the whole process group,
+    # and the supervisor, not the worker, decides how to stop (uvicorn takes SIGINT back).
+    return [sys.executable, "-c", _WORKER_MAIN]
+
+
+_WORKER_MAIN = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "from ciolake.worker import main; main()"
+)
 
 
 def launch_input(settings: Settings, launch: WorkerLaunch) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8090
+    admin_token: str | None = None
     workers: int | None = None
     data_dir: Path = Path("data")
     tables_uri: str | None = None
@@ -59,9 +63,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / "dev-signing-key"
 
 
+KEYS_FILE_ENV = "CIOLAKE_SIGNING_KEYS_FILE"
+
 _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_HOST": "host",
     "CIOLAKE_PORT": "port",
+    "CIOLAKE_ADMIN_HOST": "admin_host",
+    "CIOLAKE_ADMIN_PORT": "admin_port",
+    "CIOLAKE_ADMIN_TOKEN": "admin_token",
     "CIOLAKE_WORKERS": "workers",
     "CIOLAKE_DATA_DIR": "data_dir",
     "CIOLAKE_TABLES_URI": "tables_uri",
@@ -88,6 +97,11 @@ _ENV_NAMES: dict[str, str] = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Past this, delta-rs's vacuum overflows its duration arithmetic (a Rust panic): 100 years.
+MAX_RETENTION_HOURS = 100 * 366 * 24
+
+
 def parse_keys(raw: str) -> tuple[str, ...]:
     """Split a comma-separated key list, dropping blanks around and between keys."""
     return tuple(key.strip() for key in raw.split(",") if key.strip())
@@ -109,6 +123,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if env.get(env_name, "").strip():
             raw = env[env_name].strip()
             values[field] = parse_keys(raw) if field == "signing_keys" else raw
+    keys_file = env.get(KEYS_FILE_ENV, "").strip()
+    if keys_file:
+        values["signing_keys"] = (*values.get("signing_keys", ()), *read_keys_file(keys_file))
     values.update({name: value for name, value in overrides.items() if value is not None})
     try:
         settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
@@ -116,6 +133,27 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise ConfigurationError(f"invalid setting: {exc}") from exc
     _check_ranges(settings)
     return settings
+
+
+def read_keys_file(path: str) -> tuple[str, ...]:
+    """Signing keys from a file, one per line (blank lines and ``#`` comments skipped).
+
+    Kubernetes secrets and systemd credentials arrive as files, so keys need not sit in the
+    environment. The keys themselves never appear in an error message.
+
+    Raises:
+        ConfigurationError: the file cannot be read or holds no key.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigurationError(f"{KEYS_FILE_ENV}: cannot read {path}: {reason}") from exc
+    lines = (line.strip() for line in text.splitlines())
+    keys = tuple(line for line in lines if line and not line.startswith("#"))
+    if not keys:
+        raise ConfigurationError(f"{KEYS_FILE_ENV}: {path} holds no signing key")
+    return keys
 
 
 def encode_settings(settings: Settings) -> bytes:
@@ -153,10 +191,57 @@ def _check_ranges(settings: Settings) -> None:
     for name, value in positives.items():
         if value <= 0:
             raise ConfigurationError(f"invalid setting: {name} must be positive, got {value}")
+    _check_listeners(settings)
+    if settings.workers is not None and settings.workers < 1:
+        raise ConfigurationError(
+            f"invalid setting: workers must be 1 or more, got {settings.workers}"
+        )
+    if not 0 <= settings.vacuum_retention_hours <= MAX_RETENTION_HOURS:
+        raise ConfigurationError(
+            f"invalid setting: vacuum_retention_hours must be 0 to {MAX_RETENTION_HOURS},"
+            f" got {settings.vacuum_retention_hours}"
+        )
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"invalid setting: log_level must be one of {', '.join(LOG_LEVELS)},"
+            f" got {settings.log_level!r}"
+        )
     if settings.timestamp_tolerance_s < 0:
         raise ConfigurationError("invalid setting: timestamp_tolerance_s must be >= 0")
     if not 0 <= settings.background_nice <= 19:
         raise ConfigurationError(
             "invalid setting: background_nice must be 0 (off) to 19,"
             f" got {settings.background_nice}"
+        )
+
+
+def _check_listeners(settings: Settings) -> None:
+    for name, port in (("port", settings.port), ("admin_port", settings.admin_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigurationError(f"invalid setting: {name} must be 0 to 65535, got {port}")
+    if settings.admin_token is not None and not settings.admin_token.strip():
+        raise ConfigurationError("invalid setting: admin_token is blank")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_exposure(host: str, token: str | None) -> None:
+    """Refuse an admin listener reachable beyond this machine without a token.
+
+    Raises:
+        ConfigurationError: ``host`` is not loopback and no admin token is set.
+    """
+    if token is None and not is_loopback(host):
+        raise ConfigurationError(
+            f"the admin listener on {host} would serve /metrics and the dashboard (campaign"
+            " names, failure messages) beyond this machine: set CIOLAKE_ADMIN_TOKEN, or bind"
+            " it to 127.0.0.1 with --admin-host"
         )

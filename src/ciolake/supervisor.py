@@ -21,9 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import msgspec
+
 from ciolake.committer import Committer, CommitterConfig
 from ciolake.dedup import DedupIndex
-from ciolake.errors import ConfigurationError
+from ciolake.errors import CiolakeError, ConfigurationError
 from ciolake.journal_records import highest_lsn
 from ciolake.journal_tail import JournalTail
 from ciolake.lake.maintenance import compact_closed_days
@@ -106,6 +108,24 @@ class Supervisor:
         )
         self.committer.start([], versions)
         self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
+        self._admin_socket = _listening_socket(
+            settings.admin_host, settings.admin_port, reuse_port=False, what="the admin listener"
+        )
+        # Port 0 means "any": workers must know the ports they got, to tell the listeners apart.
+        self.settings = settings = msgspec.structs.replace(
+            settings,
+            port=self._sockets[0].getsockname()[1],
+            admin_port=self._admin_socket.getsockname()[1],
+        )
+        logger.info(
+            "listening",
+            extra={
+                "webhook": f"http://{_url_host(settings.host)}:{settings.port}/webhooks/customerio",
+                "admin": f"http://{_url_host(settings.admin_host)}:{settings.admin_port}",
+                "admin_token": settings.admin_token is not None,
+                "workers": self.workers,
+            },
+        )
         self._tailer = threading.Thread(target=self._tail_loop, name="ciolake-tail", daemon=True)
         self._tailer.start()
         if settings.compact_interval_s > 0:
@@ -150,16 +170,18 @@ class Supervisor:
         durable = self.shared.durable[stream]
         next_lsn = max(self._next_lsn.get(stream, 1), durable + 1)
         sock = self._sockets[stream]
+        admin_fd = self._admin_socket.fileno()
         launch = WorkerLaunch(
             stream=stream,
             next_lsn=next_lsn,
             socket_fd=sock.fileno(),
+            admin_socket_fd=admin_fd,
             shared_path=str(self.shared.path),
             streams=self.shared.streams,
             supervisor_pid=os.getpid(),
         )
         process = subprocess.Popen(
-            worker_command(), stdin=subprocess.PIPE, pass_fds=[sock.fileno()]
+            worker_command(), stdin=subprocess.PIPE, pass_fds=[sock.fileno(), admin_fd]
         )
         assert process.stdin is not None
         with process.stdin:
@@ -239,7 +261,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for sock in self._sockets:
+        for sock in [*self._sockets, self._admin_socket]:
             sock.close()
         self._tailer.join()
         deadline = started + max(1.0, self.settings.shutdown_drain_s)
@@ -282,9 +304,20 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         return supervisor.run()
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted while starting; the journal keeps what was received")
     except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(2, str(exc))
+    except CiolakeError as exc:
+        return _fail(1, str(exc))
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(1, f"{exc.strerror or exc}{where} (check the data directory)")
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def _bind_all(host: str, port: int, *, count: int) -> list[socket.socket]:
@@ -302,7 +335,9 @@ def _bind_all(host: str, port: int, *, count: int) -> list[socket.socket]:
     return [_listening_socket(host, port, reuse_port=True) for _ in range(count)]
 
 
-def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _listening_socket(
+    host: str, port: int, *, reuse_port: bool, what: str = "the webhook listener"
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -312,10 +347,18 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} for {what}: {exc.strerror}"
+            " (is another server using the port? choose another with"
+            f" {'--admin-port' if 'admin' in what else '--port'})"
+        ) from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _lock_stream(directory: Path) -> int:

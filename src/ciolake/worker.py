@@ -69,6 +69,7 @@ class WorkerIntake:
             segment_max_bytes=settings.segment_max_bytes,
             on_durable=self._on_durable,
             observe_fsync=self.metrics.fsync_seconds.observe,
+            on_healed=self._note_health,
             stream=stream,
         )
 
@@ -158,6 +159,7 @@ def main() -> None:
         stream=launch.stream,
         next_lsn=launch.next_lsn,
         sock=socket.socket(fileno=launch.socket_fd),
+        admin_sock=socket.socket(fileno=launch.admin_socket_fd),
         shared=SharedState.attach(Path(launch.shared_path), launch.streams),
         supervisor_pid=launch.supervisor_pid,
     )
@@ -169,10 +171,15 @@ def run_worker(
     stream: int,
     next_lsn: int,
     sock: socket.socket,
+    admin_sock: socket.socket,
     shared: SharedState,
     supervisor_pid: int,
 ) -> None:
-    """Serve one journal stream's share of the connections until SIGTERM."""
+    """Serve one journal stream's share of the connections until SIGTERM.
+
+    ``sock`` is this worker's public socket; ``admin_sock``, the admin listener, is shared by
+    every worker (its traffic is light, so one accept queue serves).
+    """
     _die_with_parent(supervisor_pid)
     configure_logging(settings.log_level)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -191,7 +198,7 @@ def run_worker(
     server = uvicorn.Server(uvicorn_config(settings, create_app(settings, intake=intake)))
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=[sock, admin_sock])
     finally:
         os.close(lock)
 

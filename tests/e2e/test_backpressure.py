@@ -71,7 +71,7 @@ def post(client: httpx.Client, server: ServerProcess, sample: Sample) -> httpx.R
 
 
 def get_metrics(server: ServerProcess) -> str:
-    return httpx.get(f"{server.base}/metrics", timeout=5).text
+    return httpx.get(f"{server.admin_base}/metrics", timeout=5).text
 
 
 def check_exactly_once(data_dir: Path, posted: dict[str, Sample], ok: Counter[str]) -> None:
@@ -129,7 +129,7 @@ def test_real_journal_write_error_answers_503_and_recovers(tmp_path: Path) -> No
                 break
             assert response.headers.get("Retry-After") == "7"
             assert response.json()["error"] == "journal_unavailable"
-            ready = httpx.get(f"{server.base}/ready", timeout=5)
+            ready = httpx.get(f"{server.admin_base}/ready", timeout=5)
             assert ready.status_code == 503
             assert "journal unavailable" in ready.json()["reason"]
             assert "File too large" in ready.json()["reason"]
@@ -143,7 +143,7 @@ def test_real_journal_write_error_answers_503_and_recovers(tmp_path: Path) -> No
                 response = post(client, server, sample)
                 assert response.status_code == 200, response.text
                 ok[sample.event_id] += 1
-            assert httpx.get(f"{server.base}/ready", timeout=5).status_code == 200
+            assert httpx.get(f"{server.admin_base}/ready", timeout=5).status_code == 200
             assert metric_value(get_metrics(server), "ciolake_journal_healthy") == 1
             # Customer.io retries the refused delivery; it is taken now.
             for sample in refused:
@@ -196,7 +196,7 @@ def test_backlog_bound_answers_503_until_the_committer_catches_up(tmp_path: Path
                 else:
                     assert response.headers.get("Retry-After") == "5"
                     assert response.json()["error"] == "backlog_full"
-            ready = httpx.get(f"{server.base}/ready", timeout=5)
+            ready = httpx.get(f"{server.admin_base}/ready", timeout=5)
             assert ready.status_code == 503
             assert "backlog" in ready.json()["reason"]
             metrics = get_metrics(server)

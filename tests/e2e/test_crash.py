@@ -223,7 +223,7 @@ def repost_everything(data_dir: Path, samples: Sequence[Sample], stored: set[str
             thread.join(timeout=60)
         assert tally.statuses == Counter({200: len(samples)})
         wait_until_committed(server)
-        metrics = httpx.get(f"{server.base}/metrics", timeout=5).text
+        metrics = httpx.get(f"{server.admin_base}/metrics", timeout=5).text
     finally:
         code = stop_gracefully(server)
     assert metric_value(metrics, "ciolake_events_duplicate_total") == len(stored)
@@ -259,7 +259,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     server = start_server(data_dir)
     try:
         wait_until_committed(server)
-        assert httpx.get(f"{server.base}/ready", timeout=5).status_code == 200
+        assert httpx.get(f"{server.admin_base}/ready", timeout=5).status_code == 200
     finally:
         exit_codes.append(stop_gracefully(server))
     stored = check_tables(data_dir, samples, tally)

@@ -71,7 +71,7 @@ def post_all(server: ServerProcess, events: Sequence[dict[str, Any]], *, signed_
 
 def metrics_after_commit(server: ServerProcess) -> str:
     wait_until_committed(server)
-    return httpx.get(f"{server.base}/metrics", timeout=5).text
+    return httpx.get(f"{server.admin_base}/metrics", timeout=5).text
 
 
 def stop(server: ServerProcess) -> None:

@@ -155,9 +155,9 @@ def test_every_schema_and_every_answer(tmp_path: Path) -> None:
         big_answer = post(client, server, too_big)
         assert big_answer.status_code == 413
         assert client.get(server.base + "/health").json()["status"] == "healthy"
-        assert client.get(server.base + "/ready").status_code == 200
+        assert client.get(server.admin_base + "/ready").status_code == 200
         wait_until_committed(server)
-        metrics = client.get(server.base + "/metrics").text
+        metrics = client.get(server.admin_base + "/metrics").text
         stopping = time.monotonic()
         assert server.stop() == 0
         assert time.monotonic() - stopping < 15

@@ -10,16 +10,35 @@ import msgspec
 import typer
 
 from ciolake.devkey import load_or_create_dev_key
-from ciolake.errors import ConfigurationError
-from ciolake.settings import Settings, load_settings
+from ciolake.settings import Settings, check_admin_exposure, load_settings
 from ciolake.supervisor import exec_supervisor
 
 
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [env CIOLAKE_HOST].")
+        str | None,
+        typer.Option(
+            help="Address of the public (webhook) listener [env CIOLAKE_HOST; default 127.0.0.1]."
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [env CIOLAKE_PORT].")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the public (webhook) listener [env CIOLAKE_PORT; default 8080]."
+        ),
+    ] = None,
+    admin_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of the admin listener (/ready with reasons, /metrics, /dashboard)"
+            " [env CIOLAKE_ADMIN_HOST; default 127.0.0.1]; beyond loopback it needs"
+            " CIOLAKE_ADMIN_TOKEN."
+        ),
+    ] = None,
+    admin_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the admin listener [env CIOLAKE_ADMIN_PORT; default 8090]."),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Journal, state and tables directory [env CIOLAKE_DATA_DIR]."),
@@ -49,17 +68,17 @@ def serve(
     ] = None,
 ) -> None:
     """Receive Customer.io reporting webhooks and land them in Delta tables."""
-    try:
-        settings = load_settings(
-            host=host,
-            port=port,
-            workers=workers,
-            data_dir=data_dir,
-            tables_uri=tables_uri,
-            log_level=log_level,
-        )
-    except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    settings = load_settings(
+        host=host,
+        port=port,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        workers=workers,
+        data_dir=data_dir,
+        tables_uri=tables_uri,
+        log_level=log_level,
+    )
+    check_admin_exposure(settings.admin_host, settings.admin_token)
     if not settings.signing_keys:
         settings = _with_dev_key(settings) if dev_key else _no_keys()
     sys.stdout.flush()
@@ -90,7 +109,9 @@ def _with_dev_key(settings: Settings) -> Settings:
         "| sed 's/^.* //')\n"
         f"  curl -sS {url} -H 'Content-Type: application/json' "
         '-H "X-CIO-Timestamp: $ts" -H "X-CIO-Signature: $sig" -d "$body"\n'
-        f"Then see it land:\n  .venv/bin/ciolake tables --data-dir {settings.data_dir}",
+        f"Then see it land:\n  .venv/bin/ciolake tables --data-dir {settings.data_dir}\n"
+        f"Metrics and the dashboard (admin listener): http://{settings.admin_host}:"
+        f"{settings.admin_port}/dashboard",
         file=sys.stderr,
         flush=True,
     )

@@ -86,7 +86,7 @@ def find_schema(object_type: str, metric: str, *, has_delivery_id: bool) -> Metr
 
 
 def target_table(object_type: str, metric: str, *, has_delivery_id: bool) -> str:
-    """The channel table an event lands in (the routing rule of INTERFACE.md)."""
+    """The channel table an event lands in (the routing rule of docs/reference.md)."""
     if metric in ("subscribed", "cio_subscription_preferences_changed"):
         return "customer_events"
     if metric == "unsubscribed" and not has_delivery_id:

@@ -1,4 +1,4 @@
-"""Names, Arrow schemas and partitioning of every table ciolake writes (see INTERFACE.md).
+"""Names, Arrow schemas and partitioning of every table ciolake writes (see docs/reference.md).
 
 Partitioned by date only: partitioning by metric multiplies small files. No deletion vectors or
 liquid clustering, so that every Delta reader and writer can use the tables.

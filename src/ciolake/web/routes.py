@@ -1,8 +1,10 @@
-"""Request handlers besides the webhook (see ``webhook.py``): health, readiness, metrics."""
+"""Request handlers besides the webhook (see ``webhook.py``): health, readiness, metrics.
+
+``public_ready`` is the public listener's: a status code and one word, since reasons (error
+texts, paths) are for the operator, who reads them from the admin listener's ``ready``.
+"""
 
 from __future__ import annotations
-
-import logging
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -10,10 +12,6 @@ from starlette.responses import JSONResponse, Response
 
 from ciolake import __version__
 from ciolake.intake import Intake
-
-logger = logging.getLogger("ciolake.web")
-
-_ACCEPTED_BODY = b'{"status":"accepted"}'
 
 
 async def health(request: Request) -> Response:
@@ -32,6 +30,15 @@ async def ready(request: Request) -> Response:
         "backlog": backlog,
     }
     return JSONResponse(payload, status_code=200 if is_ready else 503)
+
+
+async def public_ready(request: Request) -> Response:
+    """Readiness for the internet: 200 or 503 and one word, no reasons."""
+    receiver: Intake = request.app.state.receiver
+    is_ready, _reason = receiver.readiness()
+    if is_ready:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "unavailable"}, status_code=503)
 
 
 async def metrics(request: Request) -> Response:

@@ -37,7 +37,7 @@ class ClientDisconnectedError(Exception):
 
 
 class WebhookEndpoint:
-    """``POST /webhooks/customerio``: every answer is listed in INTERFACE.md."""
+    """``POST /webhooks/customerio``: every answer is listed in docs/reference.md."""
 
     def __init__(self, state: State) -> None:
         # The lifespan puts the intake and the clock on the app's state after start-up.
@@ -139,7 +139,8 @@ async def _reject(
     headers = list(_JSON_HEADERS)
     if retry:
         headers.append((b"retry-after", str(receiver.settings.retry_after_s).encode()))
-    body = json.dumps({"error": reason, "detail": message}).encode()
+    # A stable reason code only: exception texts and paths are for the log, not the internet.
+    body = json.dumps({"error": reason}).encode()
     await _answer(send, status, body, headers)
 
 
