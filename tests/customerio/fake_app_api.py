@@ -3,7 +3,7 @@
 It answers like the API described in customerio-facts.md and the App API spec: Bearer auth (401
 with an ``errors`` body), 400 for a bad body, 404 for an unknown id, ``DELETE`` answering 200 with
 an empty body, and 429 with ``Retry-After`` beyond 10 requests per second. Tests can queue 5xx
-answers, read the requests it received, and drive its clock.
+answers or any other raw answer, read the requests it received, and drive its clock.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class FakeAppApi:
         self._next_id = 1
         self._requests: list[RecordedRequest] = []
         self._recent: collections.deque[float] = collections.deque()
-        self._failures: collections.deque[int] = collections.deque()
+        self._queued: collections.deque[_Answer] = collections.deque()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -219,8 +219,14 @@ class FakeAppApi:
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """Answer the next ``count`` authenticated requests with ``status`` (a 5xx)."""
+        answer = _error_answer(status, "internal server error (reference fake)")
         with self._lock:
-            self._failures.extend([status] * count)
+            self._queued.extend([answer] * count)
+
+    def answer_next(self, body: bytes, status: int = 200, count: int = 1) -> None:
+        """Answer the next ``count`` authenticated requests with this raw body and status."""
+        with self._lock:
+            self._queued.extend([_Answer(status, body)] * count)
 
     def seed(self, **webhook: Any) -> dict[str, Any]:
         """Store a webhook without a request (defaults filled in) and return it with its id."""
@@ -266,9 +272,8 @@ class FakeAppApi:
             )
         if authorization != f"Bearer {self.api_key}":
             return _error_answer(401, "unauthorized: invalid or missing App API key")
-        if self._failures:
-            status = self._failures.popleft()
-            return _error_answer(status, "internal server error (reference fake)")
+        if self._queued:
+            return self._queued.popleft()
         return self._route(method, urlsplit(path).path.rstrip("/"), body)
 
     def _over_rate_limit(self) -> bool:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Iterator
+
 import pytest
 
 from ciolake.customerio.client import (
     API_KEY_ENV,
     ApiConnectionError,
+    ApiTimeoutError,
     AppApiClient,
     AppApiError,
     AuthenticationError,
@@ -18,6 +23,7 @@ from ciolake.customerio.client import (
     ReportingWebhook,
     Secret,
     ServerError,
+    UnexpectedResponseError,
     resolve_base_url,
 )
 from ciolake.customerio.events_catalog import EVENT_NAMES, UnknownEventError
@@ -88,6 +94,18 @@ def test_list_and_get(client: AppApiClient, app_api: FakeAppApi) -> None:
 
 def test_list_of_an_empty_workspace(client: AppApiClient) -> None:
     assert client.reporting_webhooks.list() == []
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"webhooks": []}', b"<html>proxy</html>"])
+def test_a_list_answer_of_another_shape_is_unexpected_not_empty(
+    client: AppApiClient, app_api: FakeAppApi, body: bytes
+) -> None:
+    app_api.answer_next(body)
+
+    with pytest.raises(UnexpectedResponseError) as caught:
+        client.reporting_webhooks.list()
+
+    assert f"the App API at {app_api.base_url} answered something unexpected" in str(caught.value)
 
 
 def test_update_is_a_full_replace(client: AppApiClient, app_api: FakeAppApi) -> None:
@@ -332,6 +350,48 @@ def test_unreachable_api_is_a_transient_connection_error(
     assert isinstance(caught.value, TransientError)
     assert caught.value.status is None
     assert [s for s in fake_clock.sleeps if s >= 0.5] == [0.5]
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback URL whose socket accepts connections (in its backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_silent_api_costs_one_timeout_not_one_per_attempt(
+    silent_url: str, fake_clock: FakeClock
+) -> None:
+    started = time.monotonic()
+    with (
+        AppApiClient("k", base_url=silent_url, timeout_s=0.3, sleep=fake_clock.sleep) as api,
+        pytest.raises(ApiTimeoutError) as caught,
+    ):
+        api.reporting_webhooks.list()
+
+    assert time.monotonic() - started < 3.0
+    assert isinstance(caught.value, ApiConnectionError)
+    assert caught.value.timeout_s == 0.3
+    assert f"no answer from the App API at {silent_url} within 0.3s" in str(caught.value)
+    assert fake_clock.sleeps == []  # no backoff: not retried
+
+
+def test_messages_never_show_a_password_of_the_base_url(fake_clock: FakeClock) -> None:
+    with (
+        AppApiClient(
+            "k",
+            base_url="http://user:pa55word-SENTINEL@127.0.0.1:9",
+            sleep=fake_clock.sleep,
+            max_attempts=1,
+        ) as api,
+        pytest.raises(ApiConnectionError) as caught,
+    ):
+        api.reporting_webhooks.list()
+
+    assert "at http://127.0.0.1:9 (" in str(caught.value)
+    assert "pa55word-SENTINEL" not in str(caught.value)
 
 
 # Configuration -----------------------------------------------------------------------------------

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ciolake.customerio.sender import build_bodies, choose_schemas, post_signed
+from ciolake.customerio.sender import (
+    MAX_COUNT,
+    ReceiverRefusedError,
+    ReceiverUnreachableError,
+    SendSummary,
+    build_bodies,
+    check_accepted,
+    choose_schemas,
+    iter_bodies,
+    post_signed,
+)
 from ciolake.events.decode import Typed, decode_event
 from tests.support import TEST_KEY, running_server, table_rows, wait_until_committed
 
@@ -26,6 +38,34 @@ def test_choose_schemas() -> None:
         choose_schemas(object_type="sms", metric="opened", every=False)
     with pytest.raises(ValueError, match="unknown object type"):
         choose_schemas(object_type="fax", metric=None, every=False)
+
+
+def test_all_with_a_metric_or_type_sends_every_matching_schema() -> None:
+    opened = choose_schemas(object_type=None, metric="opened", every=True)
+    sms = choose_schemas(object_type="sms", metric=None, every=True)
+    customer = choose_schemas(object_type="customer", metric=None, every=False)
+
+    assert [(s.name, t) for s, t in opened] == [
+        ("email_opened", "email"),
+        ("push_opened", "push"),
+        ("in_app_opened", "in_app"),
+        ("whatsapp_opened", "whatsapp"),
+    ]
+    assert sms == choose_schemas(object_type="sms", metric=None, every=False)
+    assert {t for _s, t in customer} == {"customer"}
+    assert len(customer) == 3
+    with pytest.raises(ValueError, match="no event with metric 'openned'"):
+        choose_schemas(object_type=None, metric="openned", every=True)
+
+
+def test_bodies_are_built_lazily() -> None:
+    schemas = choose_schemas(object_type=None, metric=None, every=False)
+    bodies = iter_bodies(schemas, count=MAX_COUNT, rng=random.Random(3), now=1_790_000_000)
+
+    first = next(bodies)
+
+    assert isinstance(bodies, Iterator)  # a list of a million bodies would take minutes
+    assert isinstance(decode_event(first), Typed)
 
 
 def test_bodies_are_valid_unique_and_cover_the_choice() -> None:
@@ -54,7 +94,26 @@ def test_posts_are_signed_paced_and_land(tmp_path: Path) -> None:
     assert [r["metric"] for r in rows] == ["delivered"] * 6
 
 
-def test_unreachable_receiver_is_counted_not_raised() -> None:
-    summary = post_signed("http://127.0.0.1:9/webhooks/customerio", [b"{}"], key=TEST_KEY)
-    assert summary.statuses == {"ConnectError": 1}
-    assert not summary.ok
+def test_unreachable_receiver_stops_the_run_naming_the_url() -> None:
+    # Every later post would fail the same way: the first failure ends the run.
+    url = "http://127.0.0.1:9/webhooks/customerio"
+
+    with pytest.raises(ReceiverUnreachableError) as caught:
+        post_signed(url, iter([b"{}"] * MAX_COUNT), key=TEST_KEY)
+
+    assert f"cannot connect to {url} (connection refused)" in str(caught.value)
+
+
+def test_refused_answers_are_an_error_with_a_hint() -> None:
+    url = "http://127.0.0.1:8080/webhooks/customerio"
+    accepted = SendSummary(statuses=Counter({"200": 3}))
+    refused = SendSummary(statuses=Counter({"200": 1, "401": 2}))
+
+    check_accepted(accepted, url)
+    with pytest.raises(ReceiverRefusedError) as caught:
+        check_accepted(refused, url)
+
+    assert str(caught.value) == (
+        f"2 of 3 events to {url} were not accepted (2 answered 401): "
+        "sign with one of the receiver's CIOLAKE_SIGNING_KEYS (--key)"
+    )

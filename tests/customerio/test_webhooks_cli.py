@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from ciolake.cli import webhooks
-from ciolake.cli.main import app as main_app
+from ciolake.cli.app import app as main_app
 from ciolake.customerio import client as client_module
 from ciolake.customerio.client import API_KEY_ENV
 from ciolake.customerio.events_catalog import EVENT_NAMES, GROUPS

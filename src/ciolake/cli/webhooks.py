@@ -1,15 +1,16 @@
 """``ciolake webhooks``: manage the Customer.io reporting webhooks that feed ciolake.
 
 Thin over ``ciolake.customerio.client``. Every input is checked (event names, endpoint scheme,
-the file of ``ensure``) before the first request, and every failure ends in one line on stderr
-and a non-zero exit: 1 when the App API refused or could not be reached, 2 when the input or the
-configuration is wrong.
+the file of ``ensure``) before the first request, each request waits at most ``--timeout``, and
+every failure ends in one line on stderr and a non-zero exit: 1 when the App API refused, could
+not be reached or answered something unexpected, 2 when the input or the configuration is wrong.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,14 +25,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
 from ciolake.customerio.client import (
     API_KEY_ENV,
     WRITABLE_FIELDS,
+    ApiConnectionError,
+    ApiTimeoutError,
     AppApiClient,
     AppApiError,
     AuthenticationError,
     ReportingWebhook,
+    UnexpectedResponseError,
 )
 from ciolake.customerio.events_catalog import GROUPS, expand_events, summarize_events
 from ciolake.errors import CiolakeError, ConfigurationError, TerminalError
@@ -49,6 +54,10 @@ app = typer.Typer(
 
 _EXIT_API = 1
 _EXIT_INPUT = 2
+DEFAULT_TIMEOUT_S = 10.0
+MAX_TIMEOUT_S = 600.0
+# What click reads as an unknown short option where an id belongs: ``get -5``.
+_NEGATIVE_NUMBER = re.compile(r"-\d+")
 
 
 class Region(StrEnum):
@@ -76,8 +85,60 @@ AllowHttpOption = Annotated[
     bool,
     typer.Option("--allow-http", help="Accept a plain-http endpoint or base URL (testing only)."),
 ]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.1,
+        max=MAX_TIMEOUT_S,
+        help="Seconds to wait for the App API to connect, and then to answer each request.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-IdArgument = Annotated[int, typer.Argument(help="The webhook id (see `ciolake webhooks list`).")]
+
+
+def _not_an_id(value: str) -> typer.BadParameter:
+    return typer.BadParameter(
+        f"{value} is not a webhook id: an id is a positive integer, as `ciolake webhooks list` "
+        "shows",
+        param_hint="'WEBHOOK_ID'",
+    )
+
+
+def _check_id(value: int) -> int:
+    if value < 1:
+        raise _not_an_id(str(value))
+    return value
+
+
+class IdCommand(TyperCommand):
+    """A command taking a webhook id, which explains ``-5`` instead of "No such option: -5"."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Parse as usual, but answer a negative id as a bad id rather than an unknown option."""
+        given = list(args)  # the parser consumes ``args``
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            # typer's vendored click is private: its NoSuchOption is known by name, not imported.
+            option = str(getattr(exc, "option_name", ""))
+            if type(exc).__name__ != "NoSuchOption" or not _NEGATIVE_NUMBER.match(option):
+                raise
+            # Click names the first short option of a cluster ("-1" of "-12"): show the token.
+            negatives = (a for a in given if _NEGATIVE_NUMBER.fullmatch(a) and a.startswith(option))
+            token = next(negatives, option)
+            error = _not_an_id(token)
+            error.ctx = ctx
+            raise error from None
+
+
+IdArgument = Annotated[
+    int,
+    typer.Argument(
+        help="The webhook id, a positive integer (see `ciolake webhooks list`).",
+        callback=_check_id,
+    ),
+]
 NameOption = Annotated[str | None, typer.Option("--name", help="The webhook's name.")]
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint", help="The https URL Customer.io posts events to.")
@@ -216,6 +277,11 @@ def _read_file(path: Path) -> _WebhookFile:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise WebhookSpecError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise WebhookSpecError(
+            f"{path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+            "save it as UTF-8 TOML"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise WebhookSpecError(f"{path} is not valid TOML: {exc}") from None
     try:
@@ -285,10 +351,11 @@ def list_webhooks(
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """List the workspace's reporting webhooks."""
-    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
         webhooks = api.reporting_webhooks.list()
     if as_json:
         _print_json([_to_json(hook) for hook in webhooks])
@@ -296,16 +363,17 @@ def list_webhooks(
         _print_table(webhooks)
 
 
-@app.command("get")
+@app.command("get", cls=IdCommand)
 def get_webhook(
     webhook_id: IdArgument,
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Show one reporting webhook."""
-    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
         webhook = api.reporting_webhooks.get(webhook_id)
     if as_json:
         _print_json(_to_json(webhook))
@@ -325,6 +393,7 @@ def create_webhook(
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Create a reporting webhook (always a new one; `ensure` creates only if missing)."""
@@ -340,12 +409,12 @@ def create_webhook(
             allow_http=allow_http,
         )
         target, changes = plan(None, desired)
-        with _open_client(region, base_url, allow_http) as api:
+        with _open_client(region, base_url, allow_http, timeout) as api:
             created = api.reporting_webhooks.create(target)
     _report("created", created, changes, dry_run=False, as_json=as_json)
 
 
-@app.command("update")
+@app.command("update", cls=IdCommand)
 def update_webhook(
     webhook_id: IdArgument,
     name: NameOption = None,
@@ -358,6 +427,7 @@ def update_webhook(
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Change the given fields of a webhook; the others keep their values."""
@@ -373,20 +443,21 @@ def update_webhook(
         )
         if not desired.given():
             raise WebhookSpecError("nothing to update: give at least one field to change")
-        with _open_client(region, base_url, allow_http) as api:
+        with _open_client(region, base_url, allow_http, timeout) as api:
             _converge(api, api.reporting_webhooks.get(webhook_id), desired, dry_run, as_json)
 
 
-@app.command("delete")
+@app.command("delete", cls=IdCommand)
 def delete_webhook(
     webhook_id: IdArgument,
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Delete a reporting webhook: Customer.io stops sending to its endpoint."""
-    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
         api.reporting_webhooks.delete(webhook_id)
     if as_json:
         _print_json({"action": "deleted", "id": webhook_id})
@@ -394,28 +465,30 @@ def delete_webhook(
         Console().print(Text(f"Deleted reporting webhook {webhook_id}."))
 
 
-@app.command("enable")
+@app.command("enable", cls=IdCommand)
 def enable_webhook(
     webhook_id: IdArgument,
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Resume sending events to a webhook's endpoint."""
-    _set_disabled(webhook_id, False, region, base_url, allow_http, as_json)
+    _set_disabled(webhook_id, False, region, base_url, allow_http, timeout, as_json)
 
 
-@app.command("disable")
+@app.command("disable", cls=IdCommand)
 def disable_webhook(
     webhook_id: IdArgument,
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Pause sending events to a webhook's endpoint (the webhook is kept)."""
-    _set_disabled(webhook_id, True, region, base_url, allow_http, as_json)
+    _set_disabled(webhook_id, True, region, base_url, allow_http, timeout, as_json)
 
 
 @app.command("ensure")
@@ -431,6 +504,7 @@ def ensure_webhook(
     region: RegionOption = Region.us,
     base_url: BaseUrlOption = None,
     allow_http: AllowHttpOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Make the webhook look as described: create it, or change only what differs.
@@ -453,7 +527,7 @@ def ensure_webhook(
         if missing:
             listed = ", ".join(f"--{f}" for f in missing)
             raise WebhookSpecError(f"ensure needs {listed} (as flags or in --file)")
-        with _open_client(region, base_url, allow_http) as api:
+        with _open_client(region, base_url, allow_http, timeout) as api:
             current = find_existing(api.reporting_webhooks.list(), desired)
             _converge(api, current, desired, dry_run, as_json)
 
@@ -467,9 +541,10 @@ def _set_disabled(
     region: Region,
     base_url: str | None,
     allow_http: bool,
+    timeout: float,
     as_json: bool,
 ) -> None:
-    with _cli_errors(), _open_client(region, base_url, allow_http) as api:
+    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
         current = api.reporting_webhooks.get(webhook_id)
         _converge(api, current, Desired(disabled=disabled), False, as_json)
 
@@ -497,9 +572,11 @@ def _converge(
     _report(action, result, changes, dry_run=dry_run, as_json=as_json)
 
 
-def _open_client(region: Region, base_url: str | None, allow_http: bool) -> AppApiClient:
+def _open_client(
+    region: Region, base_url: str | None, allow_http: bool, timeout: float
+) -> AppApiClient:
     return AppApiClient.from_env(
-        os.environ, region=region.value, base_url=base_url, allow_http=allow_http
+        os.environ, region=region.value, base_url=base_url, allow_http=allow_http, timeout_s=timeout
     )
 
 
@@ -510,6 +587,13 @@ def _cli_errors() -> Iterator[None]:
         yield
     except AuthenticationError as exc:
         _fail(f"{exc} (check {API_KEY_ENV} and --region)", _EXIT_API)
+    except ApiTimeoutError as exc:
+        hint = "check --base-url or --region and the network; --timeout waits longer"
+        _fail(f"{exc} ({hint})", _EXIT_API)
+    except ApiConnectionError as exc:
+        _fail(f"{exc} (check --base-url or --region and the network)", _EXIT_API)
+    except UnexpectedResponseError as exc:
+        _fail(f"{exc} (check that --base-url, if given, is the App API)", _EXIT_API)
     except AppApiError as exc:
         _fail(str(exc), _EXIT_API)
     except TerminalError as exc:
@@ -519,7 +603,9 @@ def _cli_errors() -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    # One line, whatever the message carries (a multi-line TOML or decoding error).
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code)
 
 

@@ -1,10 +1,11 @@
 """A client for the part of Customer.io's App API that manages reporting webhooks.
 
 After the model of svix's client: every HTTP call goes through one ``_request`` method, which
-spaces requests under the API's rate limit, retries what may succeed later (429, 5xx, network
-failures) with exponential backoff for a bounded number of attempts, and turns every failure
-into a typed error carrying the API's ``errors[].detail``. One class per resource
-(``ReportingWebhooks``) holds the paths and the bodies.
+spaces requests under the API's rate limit, retries what may succeed later (429, 5xx, refused
+connections) with exponential backoff for a bounded number of attempts, and turns every failure
+into a typed error carrying the API's ``errors[].detail``. Every attempt is bounded by a connect
+and read timeout, and a timeout is not retried, so that a silent server costs one timeout. One
+class per resource (``ReportingWebhooks``) holds the paths and the bodies.
 
 The App API key is a secret: it is held in a ``Secret`` (whose repr hides it), sent only in the
 ``Authorization`` header, and never put in a message, a repr or a log line.
@@ -18,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -110,6 +111,18 @@ class ApiConnectionError(AppApiUnavailableError):
     """The API could not be reached (DNS, refused connection, timeout, TLS)."""
 
 
+class ApiTimeoutError(ApiConnectionError):
+    """The API did not connect or answer within the timeout.
+
+    Attributes:
+        timeout_s: the connect and read timeout that ran out, in seconds.
+    """
+
+    def __init__(self, summary: str, *, timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(summary, **kwargs)
+        self.timeout_s = timeout_s
+
+
 class MissingApiKeyError(ConfigurationError):
     """No App API key is configured."""
 
@@ -149,7 +162,9 @@ WRITABLE_FIELDS: Final = (
 
 
 class _WebhookList(msgspec.Struct):
-    reporting_webhooks: builtins.list[ReportingWebhook] = msgspec.field(default_factory=list)
+    # Required: an answer without it is not the App API's (a proxy, a wrong --base-url), and
+    # reading it as "no webhooks" would hide that.
+    reporting_webhooks: builtins.list[ReportingWebhook]
 
 
 class _ErrorItem(msgspec.Struct):
@@ -245,6 +260,7 @@ class AppApiClient:
         self._key = Secret(api_key.strip())
         self.base_url = resolve_base_url(region, base_url, allow_http=allow_http)
         self._max_attempts = max_attempts
+        self._timeout_s = timeout_s
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._sleep: Sleep = time.sleep if sleep is None else sleep
@@ -306,11 +322,14 @@ class AppApiClient:
             try:
                 response = self._send(method, path, content)
             except httpx.TransportError as exc:
-                failure: AppApiError = _connection_error(method, path, exc)
-                retryable = retry_server_errors or isinstance(
-                    exc, httpx.ConnectError | httpx.ConnectTimeout
-                )
-                delay: float | None = self._backoff(attempt) if retryable else None
+                failure: AppApiError = self._connection_error(method, path, exc)
+                delay: float | None = None
+                # A timeout has already waited as long as allowed: waiting again would multiply
+                # what a silent server costs the user.
+                if not isinstance(exc, httpx.TimeoutException) and (
+                    retry_server_errors or isinstance(exc, httpx.ConnectError)
+                ):
+                    delay = self._backoff(attempt)
             else:
                 if response.is_success:
                     return response.content
@@ -326,6 +345,19 @@ class AppApiClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         return self._http.request(method, path, content=content, headers=headers)
+
+    def _connection_error(self, method: str, path: str, exc: httpx.TransportError) -> AppApiError:
+        # The exception text names the failure (refused, timed out), never the headers.
+        where = _display_url(self.base_url)
+        context: dict[str, Any] = {"method": method, "path": path, "status": None, "details": ()}
+        if isinstance(exc, httpx.TimeoutException):
+            return ApiTimeoutError(
+                f"no answer from the App API at {where} within {self._timeout_s:g}s",
+                timeout_s=self._timeout_s,
+                **context,
+            )
+        reason = str(exc) or type(exc).__name__
+        return ApiConnectionError(f"could not reach the App API at {where} ({reason})", **context)
 
     def _retry_delay(self, failure: AppApiError, attempt: int, idempotent: bool) -> float | None:
         if isinstance(failure, RateLimitedError):
@@ -351,7 +383,7 @@ class ReportingWebhooks:
     def list(self) -> builtins.list[ReportingWebhook]:
         """Return every reporting webhook of the workspace."""
         raw = self._client._request("GET", _WEBHOOKS_PATH)
-        return _decode(raw, _WebhookList, "GET", _WEBHOOKS_PATH).reporting_webhooks
+        return self._decode(raw, _WebhookList, "GET", _WEBHOOKS_PATH).reporting_webhooks
 
     def get(self, webhook_id: int) -> ReportingWebhook:
         """Return one webhook.
@@ -360,7 +392,7 @@ class ReportingWebhooks:
             NotFoundError: no webhook has this id.
         """
         path = _item_path(webhook_id)
-        return _decode(self._client._request("GET", path), ReportingWebhook, "GET", path)
+        return self._decode(self._client._request("GET", path), ReportingWebhook, "GET", path)
 
     def create(self, webhook: ReportingWebhook) -> ReportingWebhook:
         """Create a webhook and return it as stored, with its ``id``.
@@ -371,7 +403,7 @@ class ReportingWebhooks:
         """
         body = writable_body(webhook)
         raw = self._client._request("POST", _WEBHOOKS_PATH, body=body)
-        return _decode(raw, ReportingWebhook, "POST", _WEBHOOKS_PATH)
+        return self._decode(raw, ReportingWebhook, "POST", _WEBHOOKS_PATH)
 
     def update(self, webhook_id: int, webhook: ReportingWebhook) -> ReportingWebhook:
         """Replace every writable field of a webhook (PUT) and return it as stored.
@@ -383,7 +415,7 @@ class ReportingWebhooks:
         """
         path = _item_path(webhook_id)
         raw = self._client._request("PUT", path, body=writable_body(webhook))
-        return _decode(raw, ReportingWebhook, "PUT", path)
+        return self._decode(raw, ReportingWebhook, "PUT", path)
 
     def delete(self, webhook_id: int) -> None:
         """Delete a webhook.
@@ -392,6 +424,19 @@ class ReportingWebhooks:
             NotFoundError: no webhook has this id.
         """
         self._client._request("DELETE", _item_path(webhook_id))
+
+    def _decode(self, raw: bytes, kind: type[_T], method: str, path: str) -> _T:
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.DecodeError as exc:
+            where = _display_url(self._client.base_url)
+            raise UnexpectedResponseError(
+                f"the App API at {where} answered something unexpected ({exc})",
+                method=method,
+                path=path,
+                status=None,
+                details=(),
+            ) from None
 
 
 def resolve_base_url(region: str, base_url: str | None, *, allow_http: bool = False) -> str:
@@ -445,13 +490,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _decode(raw: bytes, kind: type[_T], method: str, path: str) -> _T:
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.DecodeError as exc:
-        raise UnexpectedResponseError(
-            f"unreadable answer ({exc})", method=method, path=path, status=None, details=()
-        ) from None
+def _display_url(url: str) -> str:
+    """``url`` without any user and password, which a proxy URL may carry."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _details(response: httpx.Response) -> tuple[str, ...]:
@@ -490,15 +538,3 @@ def _error_from(method: str, path: str, response: httpx.Response) -> AppApiError
     if status in (400, 422):
         return BadRequestError("bad request", **context)
     return UnexpectedResponseError("unexpected answer", **context)
-
-
-def _connection_error(method: str, path: str, exc: httpx.TransportError) -> AppApiError:
-    # The exception text names the failure (refused, timed out), never the headers.
-    reason = str(exc) or type(exc).__name__
-    return ApiConnectionError(
-        f"could not reach the App API ({reason})",
-        method=method,
-        path=path,
-        status=None,
-        details=(),
-    )
