@@ -14,9 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,144 @@ def promtool() -> str:
     if found is None:
         pytest.skip("promtool is missing: `make test-deps` installs it")
     return found
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server on loopback, with one bucket, and the environment that points at it."""
+
+    endpoint: str
+    bucket: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What `ciolake` (delta-rs) needs to write there: credentials, endpoint, safe commits."""
+        return s3_env(self.endpoint)
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """Credentials and settings for an S3-compatible server at ``endpoint`` (no TLS)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_CONDITIONAL_PUT": "etag",
+    }
+
+
+@contextmanager
+def s3_server(bucket: str = "lake") -> Iterator[S3Server]:
+    """moto's S3 server in this process on a loopback port, stopped afterwards."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield S3Server(endpoint, bucket)
+    finally:
+        server.stop()
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "region_name": "us-east-1",
+    }
+
+
+def s3_table_rows(server: S3Server | str, uri: str, columns: str = "*") -> list[dict[str, Any]]:
+    """Rows of a Delta table on the S3 test server, read by DuckDB (httpfs + delta)."""
+    endpoint = server if isinstance(server, str) else server.endpoint
+    connection = delta_reader()
+    connection.execute("LOAD httpfs")
+    host = endpoint.removeprefix("http://")
+    connection.execute(
+        "CREATE SECRET test_s3 (TYPE S3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1',"
+        f" ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
+    )
+    cursor = connection.execute(f"SELECT {columns} FROM delta_scan('{uri}')")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class StallingProxy:
+    """A TCP forwarder on loopback that can stall: accept connections and never answer.
+
+    Stands between ciolake and a test server to make a store "go away" the way a hung
+    endpoint does, then come back, without restarting the server behind it.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._stalled = threading.Event()
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stall(self) -> None:
+        """From now on, accept and never answer; cut the connections open now."""
+        self._stalled.set()
+        self._close_open()
+
+    def resume(self) -> None:
+        """Forward again; drop the connections held while stalled."""
+        self._stalled.clear()
+        self._close_open()
+
+    def close(self) -> None:
+        self._listener.close()
+        self._close_open()
+
+    def _close_open(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, []
+        for connection in connections:
+            with suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                client, _address = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._open.append(client)
+            if not self._stalled.is_set():
+                threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self._upstream, timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            self._open.append(upstream)
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    with suppress(OSError):
+        while data := source.recv(65_536):
+            target.sendall(data)
+    with suppress(OSError):
+        target.shutdown(socket.SHUT_WR)

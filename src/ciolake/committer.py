@@ -105,21 +105,32 @@ class Committer:
         self._draining = False
         self._thread: threading.Thread | None = None
         self._versions: dict[str, dict[int, int]] = {}
+        self._versions_unknown = False
+        self._known_streams: set[int] = set()
         self._last_prune = float("-inf")
         self.commits = 0
         self.consecutive_failures = 0
         self.last_failure: str | None = None
 
     def start(
-        self, recovered: Sequence[JournalRecord], versions: dict[str, dict[int, int]]
+        self,
+        recovered: Sequence[JournalRecord],
+        versions: dict[str, dict[int, int]] | None,
+        *,
+        streams: Sequence[int] = (),
     ) -> None:
         """Start the thread, first applying deliveries recovered from the journal.
 
         Args:
             recovered: journaled deliveries not yet applied, in order per stream.
-            versions: per table and journal stream, the last sequence number it holds.
+            versions: per table and journal stream, the last sequence number it holds; None
+                when the tables could not be reached at start: the thread then creates and
+                reads them before its first batch, retrying like any failed commit.
+            streams: the journal streams whose versions to read when ``versions`` is None.
         """
-        self._versions = {table: dict(streams) for table, streams in versions.items()}
+        self._versions_unknown = versions is None
+        self._known_streams = set(streams)
+        self._versions = {table: dict(s) for table, s in (versions or {}).items()}
         use_system_allocator()
         self.submit(recovered)
         self._thread = threading.Thread(target=self._run, name="ciolake-committer", daemon=True)
@@ -228,12 +239,12 @@ class Committer:
         versions are read again, since some commits of the failed attempt may have landed.
         """
         delay = _RETRY_FIRST_S
-        retrying = False
+        retrying = self._versions_unknown
         while True:
             try:
                 with self._lock:
                     if retrying:
-                        self._versions = self._writer.committed_versions(self._streams())
+                        self._refresh_versions()
                     self._apply(batch)
                 break
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
@@ -250,8 +261,15 @@ class Committer:
             self._in_flight = []
         return True
 
+    def _refresh_versions(self) -> None:
+        if self._versions_unknown:
+            # The server started while the tables were out of reach (see ``start``).
+            self._writer.ensure_tables()
+        self._versions = self._writer.committed_versions(self._streams())
+        self._versions_unknown = False
+
     def _streams(self) -> set[int]:
-        return {k for streams in self._versions.values() for k in streams}
+        return self._known_streams | {k for streams in self._versions.values() for k in streams}
 
     def _holds(self, table: str, record: JournalRecord) -> bool:
         """True if ``table`` already holds whatever ``record`` puts in it."""

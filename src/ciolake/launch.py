@@ -29,7 +29,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
 
 def stream_directory(settings: Settings, stream: int) -> Path:
     """Where journal ``stream`` lives."""
-    return settings.journal_dir / f"stream-{stream}"
+    return settings.stream_dir(stream)
 
 
 def worker_command() -> list[str]:

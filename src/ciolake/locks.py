@@ -7,7 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from ciolake.errors import DataDirBusyError
+from ciolake.errors import ConfigurationError, DataDirBusyError
+
+LOCK_NAME = ".lock"
 
 
 def acquire_lock(path: Path, *, wait_s: float) -> int | None:
@@ -71,10 +73,26 @@ def lock_data_dir(data_dir: Path) -> int:
     Raises:
         DataDirBusyError: another process holds it.
     """
-    fd = acquire_lock(data_dir / ".lock", wait_s=0)
+    fd = acquire_lock(data_dir / LOCK_NAME, wait_s=0)
     if fd is None:
         raise DataDirBusyError(
             f"another ciolake serve is using {data_dir}; one server per data directory"
             " (stop it first, or choose another --data-dir)"
         )
+    return fd
+
+
+def lock_stream(directory: Path) -> int:
+    """Take a journal stream's writer lock, waiting a moment for a dying process to let go.
+
+    Returns:
+        The descriptor holding the lock; close it to release.
+
+    Raises:
+        ConfigurationError: another process still holds it.
+    """
+    # A worker of a crashed server may take a moment to die (PR_SET_PDEATHSIG).
+    fd = acquire_lock(directory / LOCK_NAME, wait_s=10.0)
+    if fd is None:
+        raise ConfigurationError(f"another process writes the journal in {directory}")
     return fd

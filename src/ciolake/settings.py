@@ -55,6 +55,40 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / "state"
 
     @property
+    def dedup_path(self) -> Path:
+        """The exactly-once index (SQLite)."""
+        return self.state_dir / "dedup.sqlite3"
+
+    @property
+    def run_dir(self) -> Path:
+        """What lives only while a server runs: shared slots, metrics, the last failure."""
+        return self.data_dir / "run"
+
+    @property
+    def shared_path(self) -> Path:
+        """The int64 slots the supervisor and its workers share."""
+        return self.run_dir / "shared"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus_client's multiprocess files."""
+        return self.run_dir / "metrics"
+
+    @property
+    def commit_failure_path(self) -> Path:
+        """The last commit failure's text, for every process's admin ``/ready``."""
+        return self.run_dir / "commit-failure"
+
+    def stream_dir(self, stream: int) -> Path:
+        """Where journal ``stream`` lives."""
+        return self.journal_dir / f"{STREAM_PREFIX}{stream}"
+
+    def journal_streams(self) -> set[int]:
+        """The journal streams found on disk."""
+        names = (p.name.removeprefix(STREAM_PREFIX) for p in self.journal_dir.glob("stream-*"))
+        return {int(name) for name in names if name.isdigit()}
+
+    @property
     def tables_location(self) -> str:
         return self.tables_uri or str(self.data_dir / "tables")
 
@@ -64,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 KEYS_FILE_ENV = "CIOLAKE_SIGNING_KEYS_FILE"
+STREAM_PREFIX = "stream-"
 
 _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_HOST": "host",

@@ -17,41 +17,38 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import msgspec
 
-from ciolake.committer import Committer, CommitterConfig
-from ciolake.dedup import DedupIndex
 from ciolake.errors import CiolakeError, ConfigurationError
-from ciolake.journal_records import highest_lsn
-from ciolake.journal_tail import JournalTail
-from ciolake.lake.maintenance import compact_closed_days
-from ciolake.lake.writer import DeltaWriter
-from ciolake.launch import WorkerLaunch, launch_input, stream_directory, worker_command
-from ciolake.locks import FileLock, acquire_lock, commit_lock_path, lock_data_dir
+from ciolake.launch import WorkerLaunch, launch_input, worker_command
+from ciolake.locks import lock_data_dir
 from ciolake.logs import configure_logging
 from ciolake.memory import keep_large_blocks_apart
 from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
-from ciolake.priority import lower_this_thread
+from ciolake.runtime import Runtime
 from ciolake.settings import Settings, decode_settings, encode_settings
-from ciolake.shared import SharedState
 
 logger = logging.getLogger(__name__)
 
-_TAIL_INTERVAL_S = 0.02
-# The journal is read ahead into the committer's queue by up to two batches' worth of bodies
-# (the batch being written, and the next); the rest of a backlog waits on disk.
-_READ_AHEAD_BATCHES = 2
 _WORKER_STOP_S = 5.0
-# Not ``-m ciolake.supervisor``: run as __main__, the module would log as "__main__".
-_SUPERVISOR_MAIN = "import sys; from ciolake.supervisor import main; sys.exit(main(sys.argv))"
+# Not ``-m ciolake.supervisor``: run as __main__, the module would log as "__main__". A Ctrl-C
+# while the modules load is an interruption like any other, not an import traceback.
+_SUPERVISOR_MAIN = (
+    "import sys\n"
+    "try:\n"
+    "    from ciolake.supervisor import main\n"
+    "except KeyboardInterrupt:\n"
+    "    print('error: interrupted while starting', file=sys.stderr)\n"
+    "    sys.exit(130)\n"
+    "sys.exit(main(sys.argv))"
+)
 
 
 class Supervisor:
-    """Owns the socket, the journals' readers, the committer and the worker processes."""
+    """Owns the sockets and the worker processes; its ``Runtime`` commits for them all."""
 
     def __init__(self, settings: Settings, *, workers: int, clock: Callable[[], float]) -> None:
         self.settings = settings
@@ -59,8 +56,6 @@ class Supervisor:
         self._clock = clock
         self._stop = threading.Event()
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
-        self._next_lsn: dict[int, int] = {}
-        self._tails: dict[int, JournalTail] = {}
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; return the exit code."""
@@ -77,36 +72,14 @@ class Supervisor:
 
     def _open(self) -> None:
         settings = self.settings
-        enable_multiprocess_metrics(settings.data_dir / "run" / "metrics")
+        enable_multiprocess_metrics(settings.metrics_dir)
         self.metrics = Metrics()
         # The gauge is the lowest over processes; only workers write journals.
         self.metrics.journal_healthy.set(1)
-        self._writer = DeltaWriter(settings.tables_location)
-        self._writer.ensure_tables()
-        self._dedup = DedupIndex(
-            settings.state_dir / "dedup.sqlite3",
-            window_days=settings.dedup_window_days,
-            cache_mib=settings.dedup_cache_mib,
+        self.runtime = Runtime(
+            settings, workers=self.workers, clock=self._clock, metrics=self.metrics
         )
-        streams = self._known_streams()
-        versions = self._writer.committed_versions(streams)
-        self.shared = SharedState.create(settings.data_dir / "run" / "shared", max(streams) + 1)
-        # Unapplied deliveries stay in the journal; the tail hands them to the committer
-        # first, a bounded chunk at a time, as it does any backlog.
-        unapplied = sum(self._recover_stream(stream, versions) for stream in streams)
-        if unapplied:
-            logger.info("journal recovered", extra={"deliveries": unapplied})
-        self.committer = Committer(
-            CommitterConfig.from_settings(settings),
-            writer=self._writer,
-            dedup=self._dedup,
-            retire=lambda stream, lsn: self._tails[stream].retire(lsn),
-            metrics=self.metrics,
-            clock=self._clock,
-            on_applied=self._note_applied,
-            lock=FileLock(commit_lock_path(settings.state_dir)),
-        )
-        self.committer.start([], versions)
+        self.runtime.open()
         self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
         self._admin_socket = _listening_socket(
             settings.admin_host, settings.admin_port, reuse_port=False, what="the admin listener"
@@ -126,58 +99,21 @@ class Supervisor:
                 "workers": self.workers,
             },
         )
-        self._tailer = threading.Thread(target=self._tail_loop, name="ciolake-tail", daemon=True)
-        self._tailer.start()
-        if settings.compact_interval_s > 0:
-            threading.Thread(
-                target=self._maintenance_loop, name="ciolake-maintenance", daemon=True
-            ).start()
-
-    def _known_streams(self) -> list[int]:
-        on_disk = {
-            int(p.name.removeprefix("stream-"))
-            for p in self.settings.journal_dir.glob("stream-*")
-            if p.name.removeprefix("stream-").isdigit()
-        }
-        return sorted(on_disk | set(self._dedup.streams()) | set(range(self.workers)))
-
-    def _recover_stream(self, stream: int, versions: Mapping[str, Mapping[int, int]]) -> int:
-        directory = stream_directory(self.settings, stream)
-        lock = _lock_stream(directory)
-        try:
-            applied = self._dedup.applied_lsn(stream)
-            tail = JournalTail(directory, stream=stream)
-            unapplied = tail.recover(applied_lsn=applied)
-            self._tails[stream] = tail
-            committed = max(v.get(stream, 0) for v in versions.values())
-            last = max(applied, committed, highest_lsn(directory))
-            self._next_lsn[stream] = last + 1
-            self.shared.applied[stream] = applied
-            self.shared.durable[stream] = max(applied, highest_lsn(directory))
-            return unapplied
-        finally:
-            os.close(lock)
-
-    def _note_applied(self, last_lsns: Mapping[int, int]) -> None:
-        for stream, lsn in last_lsns.items():
-            self.shared.applied[stream] = lsn
 
     def _spawn_all(self) -> None:
         for stream in range(self.workers):
             self._spawn(stream)
 
     def _spawn(self, stream: int) -> None:
-        durable = self.shared.durable[stream]
-        next_lsn = max(self._next_lsn.get(stream, 1), durable + 1)
         sock = self._sockets[stream]
         admin_fd = self._admin_socket.fileno()
         launch = WorkerLaunch(
             stream=stream,
-            next_lsn=next_lsn,
+            next_lsn=self.runtime.next_lsn(stream),
             socket_fd=sock.fileno(),
             admin_socket_fd=admin_fd,
-            shared_path=str(self.shared.path),
-            streams=self.shared.streams,
+            shared_path=str(self.runtime.shared.path),
+            streams=self.runtime.shared.streams,
             supervisor_pid=os.getpid(),
         )
         process = subprocess.Popen(
@@ -187,52 +123,6 @@ class Supervisor:
         with process.stdin:
             process.stdin.write(launch_input(self.settings, launch))
         self._processes[stream] = process
-
-    def _tail_loop(self) -> None:
-        lower_this_thread(self.settings.background_nice)
-        while not self._stop.is_set():
-            self._tail_once()
-            self._stop.wait(_TAIL_INTERVAL_S)
-
-    def _tail_once(self) -> None:
-        tails = list(self._tails.values())
-        # Deliveries wait on disk, not in memory, while the committer has enough queued.
-        room = _READ_AHEAD_BATCHES * self.settings.batch_max_bytes - self.committer.backlog()[1]
-        if room > 0:
-            for tail in tails:
-                records = tail.read_new(max_bytes=max(1, room // len(tails)))
-                if records:
-                    self.committer.submit(records)
-        self._publish_gauges()
-
-    def _feed_committer_until(self, deadline: float) -> None:
-        """Hand the committer every journaled delivery, a bounded chunk at a time."""
-        self.committer.drain()
-        while time.monotonic() < deadline:
-            self._tail_once()
-            if self.shared.backlog()[0] == 0 or not self.committer.alive:
-                return
-            time.sleep(_TAIL_INTERVAL_S)
-
-    def _publish_gauges(self) -> None:
-        count, _size = self.shared.backlog()
-        self.metrics.backlog_events.set(count)
-        oldest = self.committer.oldest_pending_us()
-        age = 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1_000_000)
-        self.metrics.freshness_seconds.set(age)
-        self.shared.commit_failures[0] = self.committer.consecutive_failures
-
-    def _maintenance_loop(self) -> None:
-        lower_this_thread(self.settings.background_nice)
-        while not self._stop.wait(self.settings.compact_interval_s):
-            try:
-                compact_closed_days(
-                    self.settings.tables_location,
-                    now=self._clock(),
-                    retention_hours=self.settings.vacuum_retention_hours,
-                )
-            except Exception as exc:  # maintenance must never take the server down
-                logger.error("compaction failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def _watch(self) -> None:
         stop_signals = (signal.SIGTERM, signal.SIGINT)
@@ -263,17 +153,12 @@ class Supervisor:
                 process.wait()
         for sock in [*self._sockets, self._admin_socket]:
             sock.close()
-        self._tailer.join()
         deadline = started + max(1.0, self.settings.shutdown_drain_s)
-        self._feed_committer_until(deadline)
-        drained = self.committer.stop(deadline_s=max(0.1, deadline - time.monotonic()))
+        drained = self.runtime.close(deadline=deadline)
         logger.info(
             "committer stopped",
             extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
         )
-        if not self.committer.alive:
-            self._dedup.close()
-            self._writer.close()
         return 0
 
 
@@ -359,11 +244,3 @@ def _listening_socket(
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _lock_stream(directory: Path) -> int:
-    # A worker of a crashed server may take a moment to die (PR_SET_PDEATHSIG).
-    fd = acquire_lock(directory / ".lock", wait_s=10.0)
-    if fd is None:
-        raise ConfigurationError(f"a process still writes the journal in {directory}")
-    return fd

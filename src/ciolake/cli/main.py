@@ -38,7 +38,10 @@ def main() -> None:
         if debug:
             raise
         _fail(*describe(exc))
-    # Without standalone mode, a command's typer.Exit comes back as its exit code.
+    # Without standalone mode, a command's typer.Exit comes back as its exit code; typer turns
+    # a Ctrl-C inside a command into 130 silently, which deserves its one line too.
+    if code == EXIT_INTERRUPTED:
+        _fail(EXIT_INTERRUPTED, "interrupted")
     sys.exit(code if isinstance(code, int) else 0)
 
 
