@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ciolake serve --dev-key
 
+# A simulated month in ./demo (never ./data, where `make run` lands real events), then the
+# dashboard over it at http://127.0.0.1:8081/dashboard. Simulated once: rm -rf demo for a new one.
+.PHONY: demo
+demo: install
+	@[ -d demo/tables/raw_events ] || \
+	  $(BIN)/ciolake simulate --days 30 --deliveries 200 --data-dir demo
+	$(BIN)/ciolake dashboard --data-dir demo
+
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests

@@ -11,21 +11,36 @@ delivered again later (Customer.io retries), and some deliveries go to quarantin
 Two random streams are kept apart: one decides what happened (the world), the other when each
 delivery arrives. So the same seed with other arrival settings yields the same events, which is
 how the tests show that arrival order, lateness and retries change no view.
+
+Simulated rows can be told from real ones: every simulated ``event_id`` starts with
+:data:`SIMULATED_EVENT_ID_PREFIX` (real Customer.io event ids are ULIDs, which never do), and
+:func:`foreign_deliveries` counts the deliveries of a table location that carry no such id.
+No receipt time is ever later than the wall clock: :func:`build_history_before` moves a history
+back by whole days until its last receipt is past, and :func:`feed` refuses any other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import math
 import random
+import re
 import string
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import msgspec
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from ciolake.events.samples import new_event_id, schema_by_name
+from ciolake.lake.tables import RAW_EVENTS
+from ciolake.metrics import Metrics
 from ciolake.service import Receiver
 from ciolake.settings import Settings
 from ciolake.verify import sign, verify
@@ -34,11 +49,26 @@ CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "sms", "slack", "webhook
 """The messaging channels simulated (customer events are simulated as subscription changes)."""
 
 SIMULATION_KEY = "ciolake-simulation-signing-key"
+SIMULATED_EVENT_ID_PREFIX = "sim-"
+"""Every simulated ``event_id`` starts with it; a real one (a ULID) never does."""
+MAX_DAYS = 366
+MAX_DELIVERIES = 10_000
+MAX_MESSAGES_PER_CHANNEL = 20_000
+"""Bound of ``days * deliveries``: the whole history is built in memory (about 5 KB a message)."""
+MAX_QUARANTINED_PER_DAY = 1_000
+EARLIEST_START = date(2000, 1, 1)
 _DAY_S = 86_400
 _HOUR_S = 3_600
 # Sends happen before 22:00 UTC, so a delivery's first events fall on its send day.
 _SEND_WINDOW_S = 22 * _HOUR_S
+_MARKED_ID = re.compile(
+    rb'"event_id":"(' + re.escape(SIMULATED_EVENT_ID_PREFIX.encode()) + rb'[^"]+)"'
+)
+_MARKER_IN_BODY = f'"event_id":"{SIMULATED_EVENT_ID_PREFIX}'
 _FEED_CHUNK = 2_000
+_CHUNK_SPAN_S = 6 * _HOUR_S
+# Commits at least this often: the feed waits for the committer to catch up (see _max_lead_s).
+_FLUSH_INTERVAL_S = 0.2
 _CHANNELS_WITH = {
     "delivered": frozenset({"email", "push", "sms", "whatsapp"}),
     "dropped": frozenset({"email", "push", "whatsapp"}),
@@ -56,6 +86,7 @@ _FAILURES = {
     "whatsapp": ("131026: Message undeliverable",),
 }
 _DROP_MESSAGE = "Recipient is on the suppression list"
+_IN_APP_CLICKS = "in-app click rate must not exceed the open rate (a click is seen)"
 # Push reports failures per device, inside recipients.
 _DEVICE_FAILURES = {"bounced": "Unregistered", "dropped": _DROP_MESSAGE}
 # Filled per event (the machine flags) or left out as webhooks without with_content do.
@@ -202,6 +233,13 @@ class Arrival:
         """``received_at`` as the receiver stores it (same arithmetic as its clock)."""
         return int(self.receive_time * 1_000_000)
 
+    @property
+    def event_id(self) -> str | None:
+        """The simulated event id the body carries (a quarantined body's too, if it names one)."""
+        if self.event is not None:
+            return self.event.event_id
+        return _marked_id(self.body)
+
 
 @dataclass(slots=True)
 class History:
@@ -249,9 +287,66 @@ def build_history(config: SimulationConfig) -> History:
     return History(config, deliveries, customer_events, arrivals)
 
 
+def last_receipt(history: History) -> float:
+    """The latest simulated receipt time (unix seconds), or 0 for a history with no arrival."""
+    return max((a.receive_time for a in history.arrivals), default=0.0)
+
+
+def days_late(history: History, now: float) -> int:
+    """By how many whole days the history must move back for no receipt to be after ``now``."""
+    return max(0, math.ceil((last_receipt(history) - now) / _DAY_S))
+
+
+def build_history_before(config: SimulationConfig, now: float) -> History:
+    """Build the history, moved back by whole days until its last receipt is not after ``now``.
+
+    A history and the one starting ``k`` days earlier are the same world, ``k`` days apart:
+    every random draw is relative to a day's start. Whole days keep the send days whole.
+
+    Raises:
+        ValueError: as :func:`build_history`, or the history cannot end before ``now`` without
+            starting before :data:`EARLIEST_START`.
+    """
+    history = build_history(config)
+    while (late := days_late(history, now)) > 0:
+        config = dataclasses.replace(config, start=config.start - timedelta(days=late))
+        history = build_history(config)
+    return history
+
+
+def check_config(config: SimulationConfig) -> None:
+    """Refuse a configuration :func:`build_history` would refuse, before anything is built.
+
+    Raises:
+        ValueError: a size is out of its bounds, or the rates are out of range or contradict
+            each other.
+    """
+    _check(config)
+
+
+def _check_sizes(config: SimulationConfig) -> None:
+    if not 1 <= config.days <= MAX_DAYS:
+        raise ValueError(f"days must be between 1 and {MAX_DAYS:,}, got {config.days:,}")
+    if not 1 <= config.deliveries <= MAX_DELIVERIES:
+        raise ValueError(
+            f"deliveries must be between 1 and {MAX_DELIVERIES:,}, got {config.deliveries:,}"
+        )
+    if config.days * config.deliveries > MAX_MESSAGES_PER_CHANNEL:
+        raise ValueError(
+            f"days x deliveries must be at most {MAX_MESSAGES_PER_CHANNEL:,} messages per channel"
+            f" (the history is built in memory), got {config.days * config.deliveries:,}"
+        )
+    if not 0 <= config.arrivals.quarantined_per_day <= MAX_QUARANTINED_PER_DAY:
+        raise ValueError(
+            f"quarantined_per_day must be between 0 and {MAX_QUARANTINED_PER_DAY:,},"
+            f" got {config.arrivals.quarantined_per_day:,}"
+        )
+    if config.start < EARLIEST_START:
+        raise ValueError(f"start must be {EARLIEST_START} or later, got {config.start}")
+
+
 def _check(config: SimulationConfig) -> None:
-    if config.days < 1 or config.deliveries < 1:
-        raise ValueError("days and deliveries must be at least 1")
+    _check_sizes(config)
     shares = {**_as_dict(config.rates), "duplicate": config.arrivals.duplicate}
     shares["late"] = config.arrivals.late
     for name, value in shares.items():
@@ -261,8 +356,10 @@ def _check(config: SimulationConfig) -> None:
         raise ValueError("delivery rate + bounce rate must not exceed 1")
     if config.rates.failure + config.rates.drop > 1.0:
         raise ValueError("failure rate + drop rate must not exceed 1")
-    if config.arrivals.quarantined_per_day < 0:
-        raise ValueError("quarantined_per_day must not be negative")
+    # In-app messages are all reached when sent: the same count decides opens and clicks.
+    in_app_sent = config.deliveries - _count(config.rates.failure, config.deliveries)
+    if _count(config.rates.click, in_app_sent) > _count(config.rates.open, in_app_sent):
+        raise ValueError(_IN_APP_CLICKS)
 
 
 def _as_dict(rates: Rates) -> dict[str, float]:
@@ -336,7 +433,7 @@ def _choose_engagement(
         _mark(_without(opened, machine), "human_opened")
     clicks = _count(rates.click, len(reached))
     if channel == "in_app" and clicks > len(opened):
-        raise ValueError("in-app click rate must not exceed the open rate (a click is seen)")
+        raise ValueError(_IN_APP_CLICKS)
     # Clicks come mostly from opened messages; the rest are clicks with images off.
     from_opened = rng.sample(opened, min(clicks, len(opened)))
     others = _without(reached, opened)
@@ -514,7 +611,7 @@ def _event(
     data, failures = _data_for(ctx, metric)
     data.update(extra or {})
     body = {
-        "event_id": new_event_id(rng, timestamp),
+        "event_id": _event_id(rng, timestamp),
         "object_type": delivery.channel,
         "metric": metric,
         "timestamp": timestamp,
@@ -641,7 +738,7 @@ def _customer_event(rng: random.Random, timestamp: int, metric: str, person: int
         data["content"] = f'{{"topics":{{"topic_{rng.randint(1, 3)}":{choice}}}}}'
     object_type = "email" if rng.random() < 0.25 else "customer"
     body = {
-        "event_id": new_event_id(rng, timestamp),
+        "event_id": _event_id(rng, timestamp),
         "object_type": object_type,
         "metric": metric,
         "timestamp": timestamp,
@@ -714,13 +811,18 @@ def _quarantined(
 
 
 def _junk(reason: str, rng: random.Random, timestamp: int) -> bytes:
-    event_id = new_event_id(rng, timestamp)
+    event_id = _event_id(rng, timestamp)
     if reason == "invalid_json":
         return f'{{"event_id":"{event_id}","object_type":"email","metric":"sent",'.encode()
     if reason == "unknown_object_type":
         body = {"event_id": event_id, "object_type": "carrier_pigeon", "metric": "sent"}
         return _encode({**body, "timestamp": timestamp, "data": {}})
-    return _encode({"object_type": "email", "metric": "opened", "data": {}})
+    # No timestamp: a broken envelope that still carries the simulated marker.
+    return _encode({"event_id": event_id, "object_type": "email", "metric": "opened", "data": {}})
+
+
+def _event_id(rng: random.Random, timestamp: int) -> str:
+    return SIMULATED_EVENT_ID_PREFIX + new_event_id(rng, timestamp)
 
 
 def _classify(
@@ -751,12 +853,94 @@ class SimulatedClock:
         return self.now
 
 
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """What the receiver made of a simulated history, counted by the receiver itself.
+
+    Attributes:
+        delivered: deliveries journaled.
+        events: events new to the channel tables.
+        duplicates: deliveries of an event id already stored (retries).
+        quarantined: deliveries put in quarantine.
+    """
+
+    delivered: int
+    events: int
+    duplicates: int
+    quarantined: int
+
+
+class Landing:
+    """An embedded receiver opened on one data directory, ready to take one history.
+
+    Opening takes the data directory's owner lock and creates the tables, so a directory a
+    ``ciolake serve`` owns is refused before anything is delivered.
+    """
+
+    def __init__(self, settings: Settings, arrivals: Sequence[Arrival]) -> None:
+        """Open the receiver.
+
+        Raises:
+            ValueError: an arrival's receipt time is after the wall clock.
+            DataDirBusyError: a ``ciolake serve`` (or another receiver) owns the data directory.
+        """
+        _refuse_future(arrivals, time.time())
+        self._arrivals = arrivals
+        self._clock = SimulatedClock(arrivals[0].receive_time if arrivals else 0.0)
+        tuned = msgspec.structs.replace(
+            settings,
+            signing_keys=(SIMULATION_KEY,),
+            flush_interval_s=min(settings.flush_interval_s, _FLUSH_INTERVAL_S),
+        )
+        self._receiver = Receiver(tuned, clock=self._clock)
+        self._receiver.open()
+        self._closed = False
+
+    def run(self, on_progress: Callable[[int], None] | None = None) -> Landed:
+        """Deliver every arrival, wait until all is committed, and close the receiver.
+
+        An interruption (Ctrl-C) still closes the receiver, committing what was journaled.
+        """
+        if self._closed:
+            raise RuntimeError("this landing is closed")
+        self._closed = True
+        asyncio.run(_deliver_all(self._receiver, self._clock, self._arrivals, on_progress))
+        return _landed(self._receiver.metrics)
+
+    def close(self) -> None:
+        """Close the receiver without delivering (no-op once run or closed)."""
+        if not self._closed:
+            self._closed = True
+            asyncio.run(self._receiver.close())
+
+
+def _refuse_future(arrivals: Sequence[Arrival], now: float) -> None:
+    latest = max((a.receive_time for a in arrivals), default=0.0)
+    if latest > now:
+        moment = datetime.fromtimestamp(latest, UTC).isoformat(timespec="seconds")
+        raise ValueError(f"a simulated delivery would be received at {moment}, after now")
+
+
+def _landed(metrics: Metrics) -> Landed:
+    return Landed(
+        delivered=_total(metrics, "ciolake_deliveries_journaled_total"),
+        events=_total(metrics, "ciolake_events_accepted_total"),
+        duplicates=_total(metrics, "ciolake_events_duplicate_total"),
+        quarantined=_total(metrics, "ciolake_events_quarantined_total"),
+    )
+
+
+def _total(metrics: Metrics, sample: str) -> int:
+    values = (s.value for m in metrics.registry.collect() for s in m.samples if s.name == sample)
+    return int(sum(values))
+
+
 def feed(
     settings: Settings,
     arrivals: Sequence[Arrival],
     *,
     on_progress: Callable[[int], None] | None = None,
-) -> None:
+) -> Landed:
     """Deliver bodies to an in-process receiver, as Customer.io would, and wait until landed.
 
     Each body is signed as Customer.io signs it and verified by :func:`ciolake.verify.verify`
@@ -764,14 +948,81 @@ def feed(
 
     Args:
         settings: where the journal, state and tables live.
-        arrivals: the deliveries, in receipt order.
+        arrivals: the deliveries, in receipt order; none may be received after now.
         on_progress: called with the number of deliveries handed over so far.
+
+    Returns:
+        What landed, as the receiver counted it.
+
+    Raises:
+        ValueError: an arrival's receipt time is after the wall clock.
+        DataDirBusyError: a ``ciolake serve`` owns the data directory.
     """
-    tuned = msgspec.structs.replace(settings, signing_keys=(SIMULATION_KEY,))
-    clock = SimulatedClock(arrivals[0].receive_time if arrivals else 0.0)
-    receiver = Receiver(tuned, clock=clock)
-    receiver.open()
-    asyncio.run(_deliver_all(receiver, clock, arrivals, on_progress))
+    return Landing(settings, arrivals).run(on_progress)
+
+
+def foreign_deliveries(tables_uri: str) -> int:
+    """How many deliveries of ``raw_events`` under ``tables_uri`` were not simulated.
+
+    A delivery is simulated when its ``event_id`` starts with :data:`SIMULATED_EVENT_ID_PREFIX`;
+    one without an ``event_id`` (invalid JSON) when its body names such an id. Only
+    ``event_id`` is read unless every id carries the marker.
+
+    Returns:
+        The count, 0 when the table does not exist.
+    """
+    dataset = _raw_dataset(tables_uri)
+    if dataset is None:
+        return 0
+    event_id = pc.field("event_id")
+    marked = pc.starts_with(event_id, pattern=SIMULATED_EVENT_ID_PREFIX)
+    count: int = dataset.count_rows(filter=event_id.is_valid() & ~marked)
+    if count:
+        return count
+    body = pc.field("body")
+    names_marker = pc.match_substring(body, pattern=_MARKER_IN_BODY)
+    # A null body (a delivery that is not UTF-8) was never simulated.
+    unmarked = event_id.is_null() & (body.is_null() | ~names_marker)
+    found: int = dataset.count_rows(filter=unmarked)
+    return found
+
+
+def stored_event_ids(tables_uri: str) -> set[str]:
+    """The simulated event ids ``raw_events`` under ``tables_uri`` already holds.
+
+    A delivery without an ``event_id`` (invalid JSON) counts by the id its body names. A run
+    leaves these out, so landing the same history twice lands it once: the dedup index alone
+    forgets ids older than its window.
+
+    Returns:
+        The ids, none when the table does not exist.
+    """
+    dataset = _raw_dataset(tables_uri)
+    if dataset is None:
+        return set()
+    event_id = pc.field("event_id")
+    marked = pc.starts_with(event_id, pattern=SIMULATED_EVENT_ID_PREFIX)
+    ids = dataset.to_table(columns=["event_id"], filter=marked).column("event_id")
+    found: set[str] = set(pc.unique(ids).to_pylist())
+    names_marker = pc.match_substring(pc.field("body"), pattern=_MARKER_IN_BODY)
+    bodies = dataset.to_table(columns=["body"], filter=event_id.is_null() & names_marker)
+    for body in bodies.column("body").to_pylist():
+        if (named := _marked_id(body.encode())) is not None:
+            found.add(named)
+    return found
+
+
+def _raw_dataset(tables_uri: str) -> Any:
+    """``raw_events`` under ``tables_uri`` as a pyarrow dataset, or None if it does not exist."""
+    uri = f"{tables_uri.rstrip('/')}/{RAW_EVENTS}"
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    return DeltaTable(uri).to_pyarrow_dataset()
+
+
+def _marked_id(body: bytes) -> str | None:
+    found = _MARKED_ID.search(body)
+    return found.group(1).decode() if found else None
 
 
 async def _deliver_all(
@@ -781,18 +1032,49 @@ async def _deliver_all(
     on_progress: Callable[[int], None] | None,
 ) -> None:
     tolerance = receiver.settings.timestamp_tolerance_s
+    lead_s = _max_lead_s(receiver.settings.dedup_window_days)
+    done = 0
     try:
-        for start in range(0, len(arrivals), _FEED_CHUNK):
+        for chunk in _chunks(arrivals):
             # As Customer.io would on a 503: wait for the committer instead of piling on.
-            while receiver.overloaded():
-                await asyncio.sleep(0.05)
-            chunk = arrivals[start : start + _FEED_CHUNK]
+            while receiver.overloaded() or _lead_s(receiver, clock) > lead_s:
+                await asyncio.sleep(0.02)
             await asyncio.gather(*(_deliver(receiver, clock, a, tolerance) for a in chunk))
+            done += len(chunk)
             if on_progress is not None:
-                on_progress(start + len(chunk))
+                on_progress(done)
         await _drained(receiver)
     finally:
         await receiver.close()
+
+
+def _chunks(arrivals: Sequence[Arrival]) -> Iterable[Sequence[Arrival]]:
+    """Runs of arrivals, each at most ``_FEED_CHUNK`` long and ``_CHUNK_SPAN_S`` wide."""
+    start = 0
+    while start < len(arrivals):
+        stop = start + 1
+        limit = arrivals[start].receive_time + _CHUNK_SPAN_S
+        while (
+            stop < min(len(arrivals), start + _FEED_CHUNK) and arrivals[stop].receive_time <= limit
+        ):
+            stop += 1
+        yield arrivals[start:stop]
+        start = stop
+
+
+def _max_lead_s(dedup_window_days: int) -> float:
+    """How far the simulated clock may run ahead of the oldest delivery not yet committed.
+
+    The committer prunes its dedup index by this clock: days ahead of what it commits, it would
+    forget a first delivery before its retry (at most 6 hours later) is checked against it.
+    Half the window, less a day, keeps lead + chunk + retry inside the window.
+    """
+    return max(float(_HOUR_S), (dedup_window_days - 1) * _DAY_S / 2)
+
+
+def _lead_s(receiver: Receiver, clock: SimulatedClock) -> float:
+    oldest = receiver.oldest_pending_us()
+    return 0.0 if oldest is None else clock.now - oldest / 1_000_000
 
 
 async def _deliver(
@@ -816,7 +1098,7 @@ async def _deliver(
 
 
 async def _drained(receiver: Receiver) -> None:
-    while receiver.committer.backlog()[0]:
+    while receiver.backlog()[0]:
         await asyncio.sleep(0.02)
 
 
@@ -829,7 +1111,8 @@ def run(
     """Build a history and land it through the receiver; return the history (the truth).
 
     Raises:
-        ValueError: the rates are out of range or contradict each other.
+        ValueError: the rates are out of range or contradict each other, or a delivery would
+            be received after now.
     """
     history = build_history(config)
     feed(settings, history.arrivals, on_progress=on_progress)
