@@ -165,9 +165,29 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     try:
         settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
-        raise ConfigurationError(f"invalid setting: {exc}") from exc
+        raise ConfigurationError(_explain(exc, values)) from exc
     _check_ranges(settings)
     return settings
+
+
+def _explain(exc: msgspec.ValidationError, values: dict[str, Any]) -> str:
+    """Name the setting a conversion error is about, as the user spelled it."""
+    message = str(exc)
+    field = message.rpartition("$.")[2].strip("`") if "$." in message else ""
+    env_names = [env for env, name in _ENV_NAMES.items() if name == field]
+    if not env_names or field not in values:
+        return f"invalid setting: {message}"
+    expected = message.partition("Expected `")[2].partition("`")[0].removesuffix(" | null")
+    kind = _KINDS.get(expected, expected or "valid")
+    source = env_names[0]
+    if field in _FLAGGED:
+        source += " or --" + field.replace("_", "-")
+    return f"invalid setting {field} ({source}): {values[field]!r} is not {kind}"
+
+
+# Settings that some command also takes as a flag of the same name.
+_FLAGGED = {"host", "port", "admin_host", "admin_port", "workers", "data_dir", "tables_uri"}
+_KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
 
 
 def read_keys_file(path: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 from ciolake.analytics.duck import connect
 from ciolake.analytics.simulate import Arrivals, History, Rates, SimulationConfig, build_history
 from ciolake.analytics.views import view_names
-from ciolake.cli.main import app
+from ciolake.cli.app import app
 from tests.analytics.truth import expected_rates
 
 START = date(2026, 3, 2)

@@ -66,7 +66,7 @@ def test_check_against_a_running_server(tmp_path: Path) -> None:
     with running_server(data_dir) as server, httpx.Client(timeout=10) as client:
         post_events(client, server.url, good=5, forged=20)
         wait_until_committed(server)
-        metrics_url = f"{server.base}/metrics"
+        metrics_url = f"{server.admin_base}/metrics"
         common = ("--data-dir", str(data_dir), "--metrics-url", metrics_url, "--json")
 
         # Two scrapes a second apart, with no forged request in between: nothing fires.

@@ -207,6 +207,6 @@ def test_serve_serves_the_dashboard(tmp_path: Path) -> None:
                 http.post(server.url, content=body, headers=signed_headers(body)).status_code == 200
             )
         wait_until_committed(server)
-        assert "vega-embed" in http.get(f"{server.base}/dashboard").text
-        rows = http.get(f"{server.base}/dashboard/data/events_per_day").json()["rows"]
+        assert "vega-embed" in http.get(f"{server.admin_base}/dashboard").text
+        rows = http.get(f"{server.admin_base}/dashboard/data/events_per_day").json()["rows"]
         assert {r["series"]: r["events"] for r in rows} == {"email": 2, "sms": 1}

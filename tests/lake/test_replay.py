@@ -133,3 +133,22 @@ def test_replayed_ids_are_known_to_the_committer(tmp_path: Path) -> None:
     # Customer.io retries the same events: the committer must see them as duplicates.
     receive(settings, [(b, False) for b in bodies])
     assert len(channel_rows(settings)) == 30
+
+
+def test_replay_rebuilds_a_channel_table_that_was_lost(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    bodies = make_bodies(200, seed=6)
+    receive(settings, [(b, False) for b in bodies + bodies[:30]])
+    before = channel_rows(settings)
+    lost = settings.data_dir / "tables" / "email_events"
+    assert any(row["table"] == "email_events" for row in before.values())
+    # Its log was damaged, and the table moved aside, as the error told the operator to.
+    lost.rename(tmp_path / "email_events.damaged")
+    result = Replayer(settings).run(ReplayRange(), include_quarantine=False)
+    assert result.added["email_events"] == sum(
+        r["table"] == "email_events" for r in before.values()
+    )
+    assert channel_rows(settings) == before
+    again = Replayer(settings).run(ReplayRange(), include_quarantine=False)
+    assert sum(again.added.values()) == 0
+    assert channel_rows(settings) == before

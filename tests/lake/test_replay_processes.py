@@ -22,7 +22,12 @@ from deltalake import DeltaTable
 
 from ciolake.lake import replay_reads
 from ciolake.lake.replay import Replayer, ReplayRange
-from ciolake.lake.replay_processes import ReplayProcessError, replay_in_processes
+from ciolake.lake.replay_processes import (
+    DELIVERIES_PER_PROCESS,
+    ReplayProcessError,
+    process_count,
+    replay_in_processes,
+)
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.settings import Settings
 from tests.lake.test_replay_incremental import (
@@ -198,5 +203,92 @@ def test_a_replay_process_killed_stops_the_replay_and_a_new_one_completes(
     killer.join()
     assert killed
 
+    replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
+    assert stored(settings) == before
+
+
+@pytest.mark.parametrize(
+    ("requested", "deliveries", "cores", "expected"),
+    [
+        (None, 10 * DELIVERIES_PER_PROCESS, 4, 4),  # default: one per core
+        (50, 619, 4, 1),  # a few hundred deliveries: one process, not 50
+        (50, 10 * DELIVERIES_PER_PROCESS, 4, 4),  # never more than the cores
+        (2, 10 * DELIVERIES_PER_PROCESS, 4, 2),  # fewer when asked
+        (3, 2 * DELIVERIES_PER_PROCESS + 1, 8, 3),  # one per DELIVERIES_PER_PROCESS, rounded up
+        (None, 0, 4, 1),
+    ],
+)
+def test_processes_are_bounded_by_the_cores_and_the_work(
+    requested: int | None, deliveries: int, cores: int, expected: int
+) -> None:
+    assert process_count(requested, deliveries, cores=cores) == expected
+
+
+_REPLAY_IN_TWO = """
+import sys
+from pathlib import Path
+
+from ciolake.lake.replay import ReplayRange
+from ciolake.lake.replay_processes import replay_in_processes
+from ciolake.settings import Settings
+
+settings = Settings(data_dir=Path(sys.argv[1]))
+try:
+    replay_in_processes(
+        settings, ReplayRange(), processes=2, include_quarantine=False, chunk_bytes=4 * 1024
+    )
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _holds_open(pid: int, name: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(name):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_ctrl_c_stops_every_replay_process_quietly_and_a_new_replay_completes(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    receive_at(settings, sample_bodies(400, seed=47, timestamp=NOW), at=NOW + 5)
+    before = stored(settings)
+    lose_every_channel_row(settings)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _REPLAY_IN_TWO, str(settings.data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    # Ctrl-C once a replay process is at work (it holds the commit lock file while it runs).
+    while not any(_holds_open(child, "commit.lock") for child in _children(parent.pid)):
+        assert parent.poll() is None, parent.communicate()[1].decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(parent.pid, signal.SIGINT)
+    _out, err = parent.communicate(timeout=60)
+
+    assert parent.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()  # the replay processes ignore it; the parent stops them
+    stored(settings)  # every table reads, and no event is stored twice
     replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
     assert stored(settings) == before

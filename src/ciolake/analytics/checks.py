@@ -153,13 +153,19 @@ def parse_metrics(text: str, *, at: float) -> Scrape:
     return Scrape(at, samples)
 
 
-def http_get_text(url: str, *, timeout_s: float = 5.0) -> str:
+def http_get_text(url: str, *, timeout_s: float = 5.0, token: str | None = None) -> str:
     """GET ``url`` and return its body.
+
+    Args:
+        url: what to get.
+        timeout_s: how long to wait for the connection and for each read.
+        token: sent as ``Authorization: Bearer <token>`` when given (the admin listener's).
 
     Raises:
         httpx.HTTPError: the server could not be reached or did not answer 200.
     """
-    response = httpx.get(url, timeout=timeout_s)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(url, timeout=timeout_s, headers=headers)
     response.raise_for_status()
     return response.text
 

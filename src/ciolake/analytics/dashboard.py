@@ -13,6 +13,7 @@ import asyncio
 import functools
 import html
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,13 +45,24 @@ ASSETS: dict[str, str] = {
 CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "sms", "slack", "webhook", "whatsapp")
 """What the channel filter offers."""
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_DAYS = 30
 REFRESH_SECONDS = 60
 _TEMPLATE = Template(Path(__file__).with_name("dashboard.html").read_text())
 
 
 class DashboardDataError(Exception):
-    """A panel's rows could not be read (tables missing or unreadable)."""
+    """A panel's rows could not be read (tables missing or unreadable).
+
+    Attributes:
+        reason: a stable code for the answer: ``tables_missing``, ``tables_unreadable``,
+            ``tables_location_invalid`` or ``store_unavailable``.
+    """
+
+    def __init__(self, message: str, *, reason: str = "tables_unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +214,7 @@ class _Backend:
         self._clock = clock
         self._lock = threading.Lock()
         self._lake: LakeReader | None = None
+        self._unavailable: tuple[str, str] | None = None
 
     def lake(self) -> LakeReader:
         with self._lock:
@@ -221,8 +234,10 @@ class _Backend:
         channel = params.get("channel") or None
         if channel is not None and channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}: one of {', '.join(CHANNELS)}")
-        until = _date(params, "until") or self._default_until()
-        since = _date(params, "since") or until - timedelta(days=DEFAULT_DAYS - 1)
+        # Both read before the default, which reads the tables: a bad date is told as such.
+        given_since, given_until = _date(params, "since"), _date(params, "until")
+        until = given_until or self._default_until()
+        since = given_since or until - timedelta(days=DEFAULT_DAYS - 1)
         if since > until:
             raise ValueError("since must not be after until")
         return Filters(since, until, channel)
@@ -235,6 +250,19 @@ class _Backend:
 
     def rows(self, panel: str, filters: Filters) -> list[Row]:
         return _heavy().queries[panel](self.lake(), filters)
+
+    def note_unavailable(self, exc: DashboardDataError) -> None:
+        """Log why the tables cannot be read, in one line, once until it changes."""
+        said = (exc.reason, str(exc))
+        if said != self._unavailable:
+            self._unavailable = said
+            logger.warning(
+                "dashboard data unavailable", extra={"reason": said[0], "error": said[1]}
+            )
+
+    def note_available(self) -> None:
+        """The tables were read: a later failure is logged again."""
+        self._unavailable = None
 
     def close(self) -> None:
         with self._lock:
@@ -250,7 +278,9 @@ def _date(params: dict[str, str], name: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a date like 2026-01-31, got {raw!r}") from None
+        raise ValueError(
+            f"{name} must be a date like 2026-01-31 (YYYY-MM-DD), got {raw!r}"
+        ) from None
 
 
 def dashboard_routes(
@@ -298,11 +328,15 @@ async def _home(request: Request) -> Response:
     return RedirectResponse("/dashboard")
 
 
+def _error(status: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "reason": reason}, status_code=status)
+
+
 async def _page(backend: _Backend, prefix: str, request: Request) -> Response:
     try:
         filters = await asyncio.to_thread(backend.filters, dict(request.query_params))
     except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return _error(400, "bad_filter", str(exc))
     specs = await asyncio.to_thread(lambda: _heavy().specs)
     return HTMLResponse(_render(prefix, filters, specs, backend.tables_uri))
 
@@ -310,15 +344,17 @@ async def _page(backend: _Backend, prefix: str, request: Request) -> Response:
 async def _data(backend: _Backend, request: Request) -> Response:
     panel = request.path_params["panel"]
     if panel not in _PANEL_NAMES:
-        return JSONResponse({"error": f"no panel {panel!r}"}, status_code=404)
+        return _error(404, "unknown_panel", f"no panel {panel!r}")
     try:
         filters = await asyncio.to_thread(backend.filters, dict(request.query_params))
     except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return _error(400, "bad_filter", str(exc))
     try:
         rows = await asyncio.to_thread(backend.rows, panel, filters)
     except DashboardDataError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=503)
+        backend.note_unavailable(exc)
+        return _error(503, exc.reason, str(exc))
+    backend.note_available()
     payload = {"panel": panel, "filters": filters.as_dict(), "rows": rows}
     return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 

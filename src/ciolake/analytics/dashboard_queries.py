@@ -14,9 +14,15 @@ from decimal import Decimal
 from typing import Any
 
 from ciolake.analytics.dashboard import DashboardDataError, Filters
-from ciolake.analytics.duck import Lake, open_lake
+from ciolake.analytics.duck import DatabaseError, Lake, LakeReadError, open_lake
 from ciolake.analytics.funnels import CHANNELS, Channel
-from ciolake.errors import ConfigurationError
+from ciolake.errors import (
+    CiolakeError,
+    ConfigurationError,
+    InputError,
+    StoreUnavailableError,
+    TableUnreadableError,
+)
 
 Row = dict[str, Any]
 
@@ -66,12 +72,19 @@ class LakeReader:
         """Run one query; JSON-ready rows.
 
         Raises:
-            DashboardDataError: the tables do not exist yet, or DuckDB is not installed.
+            DashboardDataError: the tables cannot be read (see ``reason_of``), or DuckDB is
+                not installed.
         """
         with self._lock:
             if self._lake is None:
                 self._lake = _open(self.tables_uri)
-            result = self._lake.query(sql, params)
+            try:
+                result = self._lake.query(sql, params)
+            except LakeReadError as exc:
+                # Opened again (and the tables checked again) by the next query.
+                self._lake.close()
+                self._lake = None
+                raise DashboardDataError(str(exc), reason=reason_of(exc)) from exc
         return [{n: _plain(v) for n, v in row.items()} for row in result.dicts()]
 
     def close(self) -> None:
@@ -85,8 +98,21 @@ class LakeReader:
 def _open(tables_uri: str) -> Lake:
     try:
         return open_lake(tables_uri)
-    except ConfigurationError as exc:
-        raise DashboardDataError(str(exc)) from exc
+    except CiolakeError as exc:
+        raise DashboardDataError(str(exc), reason=reason_of(exc)) from exc
+
+
+def reason_of(exc: CiolakeError) -> str:
+    """The stable reason code the dashboard answers for why the tables cannot be read."""
+    if isinstance(exc, InputError):
+        return "tables_location_invalid"
+    if isinstance(exc, StoreUnavailableError):
+        return "store_unavailable"
+    if isinstance(exc, (TableUnreadableError, LakeReadError, DatabaseError)):
+        return "tables_unreadable"
+    if isinstance(exc, ConfigurationError):
+        return "tables_missing"
+    return "tables_unreadable"
 
 
 def _plain(value: Any) -> Any:

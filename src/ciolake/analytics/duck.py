@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ciolake.analytics.views import base_statements, view_statements
-from ciolake.errors import ConfigurationError
+from ciolake.errors import ConfigurationError, TerminalError
+from ciolake.lake.health import check_tables
+from ciolake.lake.location import parse_location, require_location
 
 _MISSING = (
     "the analytics commands need DuckDB and its delta extension: install the analytics extra"
     " (pip install 'ciolake[analytics]')"
 )
+
+
+class LakeReadError(TerminalError):
+    """DuckDB could not run a query over the tables (one vanished or was damaged meanwhile)."""
+
+
+class DatabaseError(TerminalError):
+    """The DuckDB database file cannot be created or opened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,30 +56,43 @@ class Lake:
         self._connection = connection
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
-        """Run a statement that returns nothing of interest."""
-        self._connection.execute(sql, list(parameters))
+        """Run a statement that returns nothing of interest.
+
+        Raises:
+            LakeReadError: DuckDB failed (a table could not be read).
+        """
+        with _read_errors():
+            self._connection.execute(sql, list(parameters))
 
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> Result:
-        """Run a query and fetch every row."""
-        cursor = self._connection.execute(sql, list(parameters))
-        columns = [d[0] for d in cursor.description]
-        return Result(columns, [tuple(row) for row in cursor.fetchall()])
+        """Run a query and fetch every row.
+
+        Raises:
+            LakeReadError: DuckDB failed (a table could not be read).
+        """
+        with _read_errors():
+            cursor = self._connection.execute(sql, list(parameters))
+            columns = [d[0] for d in cursor.description]
+            return Result(columns, [tuple(row) for row in cursor.fetchall()])
 
     def create_views(self, tables_uri: str) -> None:
         """Create the base-table views over the Delta tables, then every analytics view.
 
         Raises:
+            InputError: the location is malformed, or names no existing directory.
             ConfigurationError: the tables do not exist under ``tables_uri``.
+            TableUnreadableError: a table's log is missing (its data files remain) or damaged.
+            StoreUnavailableError: the object store cannot be reached.
         """
-        _check_tables(tables_uri)
+        check_lake(tables_uri)
         for statement in base_statements(absolute_uri(tables_uri)):
-            self._connection.execute(statement)
+            self.execute(statement)
         self.create_analytics_views()
 
     def create_analytics_views(self) -> None:
         """Create every analytics view over base tables already known by their plain names."""
         for statement in view_statements():
-            self._connection.execute(statement)
+            self.execute(statement)
 
     def register(self, name: str, table: Any) -> None:
         """Make an Arrow table queryable as ``name`` (in place of a Delta table)."""
@@ -97,6 +121,22 @@ def _duckdb() -> Any:
         raise ConfigurationError(_MISSING) from exc
 
 
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    duckdb = _duckdb()
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise LakeReadError(
+            f"DuckDB could not read the tables: {_first_line(str(exc))}"
+            " (run ciolake tables to see which table is damaged)"
+        ) from exc
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def connect(database: str | Path = ":memory:") -> Lake:
     """A DuckDB connection with the delta extension loaded, in UTC.
 
@@ -120,15 +160,20 @@ def delta_connection(database: str | Path = ":memory:") -> Any:
     """
     duckdb = _duckdb()
     extensions = _wheel_extensions()
-    if extensions is None:
-        connection = duckdb.connect(str(database))
-    else:
+    config: dict[str, Any] = {}
+    if extensions is not None:
         config = {
             "extension_directory": str(extensions),
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
         }
+    try:
         connection = duckdb.connect(str(database), config=config)
+    except duckdb.Error as exc:
+        raise DatabaseError(
+            f"cannot open the DuckDB database {database}: {_first_line(str(exc))}"
+            " (choose another --data-dir)"
+        ) from exc
     try:
         connection.execute("LOAD delta")
     except duckdb.Error as exc:
@@ -151,6 +196,8 @@ def open_lake(tables_uri: str, database: str | Path = ":memory:") -> Lake:
 
     Raises:
         ConfigurationError: DuckDB is missing, or the tables do not exist.
+        InputError, TableUnreadableError, StoreUnavailableError: as ``check_lake``.
+        DatabaseError: ``database`` cannot be created or opened.
     """
     lake = connect(database)
     try:
@@ -170,6 +217,23 @@ def absolute_uri(uri: str) -> str:
     if not _is_local(uri):
         return uri
     return str(Path(uri.removeprefix("file://")).resolve())
+
+
+def check_lake(tables_uri: str) -> None:
+    """Check, before DuckDB reads them, that the tables under ``tables_uri`` can be read.
+
+    DuckDB's own errors name no table; these say which one, and what to do.
+
+    Raises:
+        InputError: the location is malformed, or names no existing directory.
+        TableUnreadableError: a table's log is missing (its data files remain) or damaged.
+        StoreUnavailableError: the object store cannot be reached.
+        ConfigurationError: the location holds no ciolake tables yet.
+    """
+    location = parse_location(tables_uri)
+    require_location(location)
+    check_tables(location.uri)
+    _check_tables(location.uri)
 
 
 def _check_tables(tables_uri: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -21,10 +22,15 @@ from ciolake.analytics.checks import (
     scrape_metrics,
 )
 from ciolake.cli.options import DataDirOption, TablesUriOption
-from ciolake.errors import ConfigurationError
-from ciolake.settings import load_settings
+from ciolake.lake.health import check_tables
+from ciolake.lake.location import parse_location, require_location
+from ciolake.settings import Settings, load_settings
 
 _DEFAULTS = Thresholds()
+_DAY_MINUTES = 24 * 60
+# The same window on previous days: a year back is plenty, and far from the dates' limits.
+MAX_BASELINE_DAYS = 366
+MAX_WINDOW_MINUTES = 7 * _DAY_MINUTES
 _STYLES = {Status.OK: "green", Status.FIRED: "bold red", Status.UNKNOWN: "yellow"}
 _UNITS = {
     "no_events": "min",
@@ -40,8 +46,12 @@ def check(
     data_dir: DataDirOption = None,
     tables_uri: TablesUriOption = None,
     metrics_url: Annotated[
-        str, typer.Option(help="The running server's /metrics.")
-    ] = "http://127.0.0.1:8080/metrics",
+        str | None,
+        typer.Option(
+            help="The running server's /metrics [default: http://ADMIN_HOST:ADMIN_PORT/metrics,"
+            " from env CIOLAKE_ADMIN_HOST and CIOLAKE_ADMIN_PORT; sends CIOLAKE_ADMIN_TOKEN]."
+        ),
+    ] = None,
     no_metrics: Annotated[
         bool,
         typer.Option("--no-metrics", help="Skip the checks that need /metrics (tables only)."),
@@ -50,6 +60,7 @@ def check(
         float,
         typer.Option(
             min=0,
+            max=3600,
             help="Scrape /metrics twice this far apart to measure the current rate of signature "
             "failures. 0 scrapes once and averages since the process started, if /metrics "
             "exports its start (process_start_time_seconds); otherwise that check is unknown.",
@@ -62,7 +73,10 @@ def check(
         float, typer.Option(min=0, help="Fire when more of the recent deliveries are quarantined.")
     ] = _DEFAULTS.quarantine_percent,
     quarantine_window_minutes: Annotated[
-        float, typer.Option(min=1, help="The recent deliveries' window for the quarantine share.")
+        float,
+        typer.Option(
+            min=1, max=MAX_WINDOW_MINUTES, help="The recent deliveries' window for the share."
+        ),
     ] = _DEFAULTS.quarantine_window_minutes,
     signature_failures_per_minute: Annotated[
         float, typer.Option(min=0, help="Fire above this many 401 answers per minute.")
@@ -77,10 +91,16 @@ def check(
         ),
     ] = _DEFAULTS.volume_drop_percent,
     volume_window_minutes: Annotated[
-        float, typer.Option(min=1, help="The recent window whose volume is compared.")
+        float,
+        typer.Option(min=1, max=_DAY_MINUTES, help="The recent window whose volume is compared."),
     ] = _DEFAULTS.volume_window_minutes,
     volume_baseline_days: Annotated[
-        int, typer.Option(min=1, help="Compare with the same window on this many previous days.")
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_BASELINE_DAYS,
+            help="Compare with the same window on this many previous days.",
+        ),
     ] = _DEFAULTS.volume_baseline_days,
     volume_min_baseline: Annotated[
         int, typer.Option(min=0, help="Judge a channel only when its baseline has this many.")
@@ -88,10 +108,11 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Evaluate the alerts once; exit 1 when any fired, 0 when none did."""
-    try:
-        settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
-    except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
+    # A table that cannot be read is not a finding among others: nothing about it is known.
+    location = parse_location(settings.tables_location)
+    require_location(location)
+    check_tables(location.uri)
     thresholds = Thresholds(
         no_events_minutes=no_events_minutes,
         quarantine_percent=quarantine_percent,
@@ -106,24 +127,33 @@ def check(
     reading = None
     if not no_metrics:
         reading = scrape_metrics(
-            metrics_url,
+            metrics_url or default_metrics_url(settings),
             sample_seconds=sample_seconds,
-            get=http_get_text,
+            get=partial(http_get_text, token=settings.admin_token),
             sleep=time.sleep,
             clock=time.monotonic,
         )
     now = time.time()
-    try:
-        findings = evaluate(settings.tables_location, thresholds, now=now, metrics=reading)
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+    findings = evaluate(location.uri, thresholds, now=now, metrics=reading)
     if as_json:
         _print_json(findings, now)
     else:
         _print_table(findings, now)
     if any_fired(findings):
         raise typer.Exit(code=1)
+
+
+def default_metrics_url(settings: Settings) -> str:
+    """The server's /metrics on its admin listener; over loopback when it listens on all
+    addresses (0.0.0.0 or ::), which this machine reaches there too."""
+    host = settings.admin_host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.admin_port}/metrics"
 
 
 def _print_json(findings: list[Finding], now: float) -> None:

@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ciolake.cli.options import DataDirOption, TablesUriOption
-from ciolake.lake.maintenance import compact_all
+from ciolake.errors import InputError
+from ciolake.lake.location import parse_location, require_location
+from ciolake.lake.maintenance import CompactionResult, compact_all
 from ciolake.lake.tables import ALL_SPECS
-from ciolake.settings import load_settings
+from ciolake.settings import MAX_RETENTION_HOURS, load_settings
 
 
 def compact(
@@ -26,7 +28,9 @@ def compact(
     retention_hours: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Vacuum files unreferenced for longer [env CIOLAKE_VACUUM_RETENTION_HOURS]."
+            min=0,
+            max=MAX_RETENTION_HOURS,
+            help="Vacuum files unreferenced for longer [env CIOLAKE_VACUUM_RETENTION_HOURS].",
         ),
     ] = None,
     data_dir: DataDirOption = None,
@@ -39,17 +43,32 @@ def compact(
     settings = load_settings(
         data_dir=data_dir, tables_uri=tables_uri, vacuum_retention_hours=retention_hours
     )
+    location = parse_location(settings.tables_location)
+    require_location(location)
     console = Console(stderr=True)
     with console.status("compacting"):
         results = compact_all(
-            settings.tables_location,
-            tables=table,
+            location.uri,
+            tables=table or None,
             before=before.date() if before else None,
             retention_hours=settings.vacuum_retention_hours,
         )
-    summary = Table(title=f"Delta tables under {settings.tables_location}")
+    if not any(r.exists for r in results):
+        which = f"{', '.join(table)} not created" if table else "no table created"
+        raise InputError(
+            f"nothing to compact: {which} under {location.uri} yet (check --data-dir;"
+            " ciolake serve creates the tables on its first start)"
+        )
+    console.print(_summary(location.uri, results))
+
+
+def _summary(where: str, results: list[CompactionResult]) -> Table:
+    summary = Table(title=f"Delta tables under {where}")
     for column in ("table", "files before", "files after", "vacuumed"):
         summary.add_column(column, justify="left" if column == "table" else "right")
     for r in results:
-        summary.add_row(r.table, f"{r.files_before:,}", f"{r.files_after:,}", f"{r.vacuumed:,}")
-    console.print(summary)
+        if r.exists:
+            summary.add_row(r.table, f"{r.files_before:,}", f"{r.files_after:,}", f"{r.vacuumed:,}")
+        else:
+            summary.add_row(r.table, "not created yet", "-", "-")
+    return summary

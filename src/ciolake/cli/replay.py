@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Annotated
 
 import typer
@@ -11,10 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ciolake.cli.options import DataDirOption, TablesUriOption
-from ciolake.errors import TerminalError
+from ciolake.cli.options import DataDirOption, TablesUriOption, check_date_range
+from ciolake.lake.location import parse_location, require_location
 from ciolake.lake.replay import Replayer, ReplayRange, ReplayResult
-from ciolake.lake.replay_processes import replay_in_processes
+from ciolake.lake.replay_processes import MAX_PROCESSES, process_count, replay_in_processes
 from ciolake.memory import use_system_allocator
 from ciolake.settings import load_settings
 
@@ -39,20 +38,27 @@ def replay(
         int | None,
         typer.Option(
             min=1,
-            help="Processes replaying slices of the range at once [default: cores]. Each holds"
-            " its own chunk and key cache (a few hundred MiB).",
+            max=MAX_PROCESSES,
+            help="Processes replaying slices of the range at once [default: cores]; never more"
+            " than the cores, nor than one per 20,000 deliveries. Each holds its own chunk and"
+            " key cache (a few hundred MiB).",
         ),
     ] = None,
     data_dir: DataDirOption = None,
     tables_uri: TablesUriOption = None,
 ) -> None:
-    """Re-derive channel tables from raw_events, idempotently, while the server runs."""
+    """Re-derive channel tables from raw_events, idempotently, while the server runs.
+
+    A channel table that was lost (moved away) is created again and rebuilt.
+    """
+    first, last = check_date_range(since, until)
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
+    require_location(parse_location(settings.tables_location))
     # Arrow's own pool keeps what each chunk freed; malloc gives it back (see memory.py).
     use_system_allocator()
-    selection = ReplayRange(
-        since=since.date() if since else None, until=until.date() if until else None
-    )
+    selection = ReplayRange(since=first, until=last)
+    total = Replayer(settings).count(selection)
+    processes = process_count(workers, total)
     console = Console(stderr=True)
     with Progress(
         TextColumn("replay"),
@@ -61,25 +67,21 @@ def replay(
         TimeRemainingColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task("replay", total=Replayer(settings).count(selection))
-        try:
-            result = replay_in_processes(
-                settings,
-                selection,
-                processes=workers or os.cpu_count() or 1,
-                include_quarantine=include_quarantine,
-                progress=lambda rows: bar.advance(task, rows),
-            )
-        except TerminalError as exc:
-            console.print(f"[red]replay failed[/red]: {exc}")
-            raise typer.Exit(1) from exc
-    console.print(_summary(result))
+        task = bar.add_task("replay", total=total)
+        result = replay_in_processes(
+            settings,
+            selection,
+            processes=processes,
+            include_quarantine=include_quarantine,
+            progress=lambda rows: bar.advance(task, rows),
+        )
+    console.print(_summary(result, processes))
 
 
-def _summary(result: ReplayResult) -> Table:
+def _summary(result: ReplayResult, processes: int) -> Table:
     table = Table(
         title=f"{result.deliveries:,} deliveries in {result.seconds:.1f}s "
-        f"({result.events_per_second:,.0f}/s)"
+        f"({result.events_per_second:,.0f}/s, {processes} process{'es' if processes > 1 else ''})"
     )
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -13,7 +13,7 @@ from rich.table import Table
 from ciolake.analytics import report as headline
 from ciolake.analytics.duck import open_lake
 from ciolake.analytics.funnels import CHANNELS
-from ciolake.cli.options import DataDirOption, TablesUriOption
+from ciolake.cli.options import DataDirOption, TablesUriOption, check_date_range
 from ciolake.errors import ConfigurationError
 from ciolake.settings import load_settings
 
@@ -61,11 +61,9 @@ def report(
     tables_uri: TablesUriOption = None,
 ) -> None:
     """Show cohort-correct rates per channel, top failure reasons and pipeline health."""
+    first, last = check_date_range(_day(since, "--since"), _day(until, "--until"))
     filters = headline.Filters(
-        since=_day(since, "--since"),
-        until=_day(until, "--until"),
-        channel=_channel(channel),
-        campaign=campaign,
+        since=first, until=last, channel=_channel(channel), campaign=campaign
     )
     chosen = headline.SECTIONS if section is Part.ALL else (section.value,)
     try:

@@ -193,11 +193,7 @@ def simulate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     settings = _settings(data_dir, tables_uri)
-    try:
-        _run(config, settings, into_existing=into_existing, explicit_start=start is not None)
-    except KeyboardInterrupt as exc:
-        # typer turns Ctrl-C into a silent exit 130; an abort is told in one line by main().
-        raise typer.Abort() from exc
+    _run(config, settings, into_existing=into_existing, explicit_start=start is not None)
 
 
 def _run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +11,8 @@ import typer
 from rich.console import Console
 
 from ciolake.analytics import views as sql
-from ciolake.analytics.duck import absolute_uri, open_lake
-from ciolake.errors import ConfigurationError
+from ciolake.analytics.duck import DatabaseError, absolute_uri, check_lake, open_lake
+from ciolake.errors import ConfigurationError, InputError
 from ciolake.settings import load_settings
 
 ANALYTICS_DATABASE = "analytics.duckdb"
@@ -63,20 +64,64 @@ def views(
             typer.echo(sql.render(statements), nl=False)
             return
         settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
-        tables = absolute_uri(settings.tables_location)
         if apply:
             _apply(settings.tables_location, settings.data_dir / ANALYTICS_DATABASE)
             return
-        typer.echo(sql.render(sql.duckdb_statements(tables)), nl=False)
+        typer.echo(
+            sql.render(sql.duckdb_statements(absolute_uri(settings.tables_location))), nl=False
+        )
     except ConfigurationError as exc:
+        # Also said by ciolake's main(); here too for callers of the command alone.
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
 
 
 def _apply(tables_uri: str, database: Path) -> None:
-    database.parent.mkdir(parents=True, exist_ok=True)
-    open_lake(tables_uri, database).close()
+    # Everything is checked before anything is created: a refusal leaves nothing behind.
+    check_lake(tables_uri)
+    made = _make_directory(database.parent)
+    existed = database.exists()
+    try:
+        open_lake(tables_uri, database).close()
+    except BaseException:
+        _remove(made, database if not existed else None)
+        raise
     names = sql.view_names()
     console = Console(stderr=True)
     console.print(f"created {len(names)} views in {database}:")
     console.print(", ".join(names))
+
+
+def _remove(directories: list[Path], database: Path | None) -> None:
+    """Remove what a failed ``--apply`` created (best effort: it is failing already)."""
+    with contextlib.suppress(OSError):
+        if database is not None:
+            for leftover in (database, database.with_name(database.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        for directory in reversed(directories):
+            directory.rmdir()
+
+
+def _make_directory(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; return those created, outermost first.
+
+    Raises:
+        InputError: the path, or one of its parents, is a file.
+        DatabaseError: the file system refused (read-only, no permission, /proc).
+    """
+    lineage = (directory, *directory.parents)
+    missing = [d for d in lineage if not d.exists()][::-1]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((d for d in lineage if d.exists() and not d.is_dir()), directory)
+        raise InputError(
+            f"cannot create the data directory {directory}: {blocker} is a file"
+            " (choose another --data-dir)"
+        ) from exc
+    except OSError as exc:
+        raise DatabaseError(
+            f"cannot create the data directory {directory}: {exc.strerror or exc}"
+            " (choose another --data-dir)"
+        ) from exc
+    return missing

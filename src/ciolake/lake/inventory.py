@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 
-from ciolake.lake.tables import ALL_SPECS
+from ciolake.lake.health import open_tables, store_errors
+from ciolake.lake.location import TablesLocation, parse_location, require_location
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +23,28 @@ class TableSummary:
 
 
 def summarize(tables_uri: str) -> list[TableSummary]:
-    """A summary of every ciolake table under ``tables_uri`` (missing ones included)."""
-    return [_summary(name, f"{tables_uri.rstrip('/')}/{name}") for name in ALL_SPECS]
+    """A summary of every ciolake table under ``tables_uri`` (missing ones included).
+
+    Raises:
+        InputError: the location is malformed, or a local one names no existing directory.
+        TableUnreadableError: a table's log is missing (its data files remain) or damaged.
+        StoreUnavailableError: the object store cannot be reached.
+    """
+    location = parse_location(tables_uri)
+    require_location(location)
+    return [_summary(location, name, table) for name, table in open_tables(location).items()]
 
 
-def _summary(name: str, uri: str) -> TableSummary:
-    try:
-        table = DeltaTable(uri)
-    except TableNotFoundError:
+def _summary(location: TablesLocation, name: str, table: DeltaTable | None) -> TableSummary:
+    uri = location.table_uri(name)
+    if table is None:
         return TableSummary(name, uri, exists=False, rows=0, version=-1, files=0)
-    return TableSummary(
-        name,
-        uri,
-        exists=True,
-        rows=table.count(),
-        version=table.version(),
-        files=len(table.file_uris()),
-    )
+    with store_errors(location, name):
+        return TableSummary(
+            name,
+            uri,
+            exists=True,
+            rows=table.count(),
+            version=table.version(),
+            files=len(table.file_uris()),
+        )

@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError
 
+from ciolake.errors import InputError
+from ciolake.lake.health import open_table, open_tables, store_errors
+from ciolake.lake.location import TablesLocation, parse_location, storage_options
 from ciolake.lake.tables import ALL_SPECS
+from ciolake.settings import MAX_RETENTION_HOURS
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class CompactionResult:
     files_removed: int
     files_added: int
     vacuumed: int
+    # False for a table not created yet: nothing was done to it.
+    exists: bool = True
 
 
 def compact_table(
@@ -52,20 +58,42 @@ def compact_table(
     before: dt.date | None,
     retention_hours: int,
 ) -> CompactionResult:
-    """Compact, checkpoint and vacuum one table.
+    """Compact, checkpoint and vacuum one table (nothing if it does not exist yet).
 
     Args:
         tables_uri: where the tables live.
         table: which table.
         before: compact only partitions dated before this day (None: every partition).
         retention_hours: vacuum data files unreferenced for longer than this.
+
+    Raises:
+        InputError: the location is malformed, or the retention is out of range.
+        TableUnreadableError: the table's log is missing (its data files remain) or damaged.
+        StoreUnavailableError: the object store cannot be reached.
     """
-    uri = f"{tables_uri.rstrip('/')}/{table}"
+    _check_retention(retention_hours)
+    location = parse_location(tables_uri)
+    opened = open_table(location, table)
+    if opened is None:
+        return CompactionResult(table, 0, 0, 0, 0, 0, exists=False)
+    with store_errors(location, table):
+        return _compacted(location, table, opened, before, retention_hours)
+
+
+def _compacted(
+    location: TablesLocation,
+    table: str,
+    opened: DeltaTable,
+    before: dt.date | None,
+    retention_hours: int,
+) -> CompactionResult:
+    uri = location.table_uri(table)
+    options = storage_options(location)
     column = ALL_SPECS[table].partition_by
     filters = [(column, "<", before.isoformat())] if before else None
-    files_before = len(DeltaTable(uri).file_uris())
-    metrics = _compact_with_retries(uri, filters)
-    current = DeltaTable(uri)
+    files_before = len(opened.file_uris())
+    metrics = _compact_with_retries(uri, filters, options)
+    current = DeltaTable(uri, storage_options=options)
     current.create_checkpoint()
     vacuumed = current.vacuum(
         retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
@@ -73,11 +101,19 @@ def compact_table(
     return CompactionResult(
         table=table,
         files_before=files_before,
-        files_after=len(DeltaTable(uri).file_uris()),
+        files_after=len(DeltaTable(uri, storage_options=options).file_uris()),
         files_removed=_count(metrics, "numFilesRemoved"),
         files_added=_count(metrics, "numFilesAdded"),
         vacuumed=len(vacuumed),
     )
+
+
+def _check_retention(hours: int) -> None:
+    # delta-rs's vacuum panics on durations past its arithmetic (see MAX_RETENTION_HOURS).
+    if not 0 <= hours <= MAX_RETENTION_HOURS:
+        raise InputError(
+            f"the vacuum retention must be 0 to {MAX_RETENTION_HOURS:,} hours, got {hours:,}"
+        )
 
 
 def _count(metrics: dict[str, object], name: str) -> int:
@@ -86,11 +122,12 @@ def _count(metrics: dict[str, object], name: str) -> int:
 
 
 def _compact_with_retries(
-    uri: str, filters: list[tuple[str, str, str]] | None
+    uri: str, filters: list[tuple[str, str, str]] | None, options: dict[str, str]
 ) -> dict[str, object]:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            result: dict[str, object] = DeltaTable(uri).optimize.compact(
+            table = DeltaTable(uri, storage_options=options)
+            result: dict[str, object] = table.optimize.compact(
                 partition_filters=filters,
                 target_size=TARGET_FILE_BYTES,
                 writer_properties=WriterProperties(
@@ -115,10 +152,20 @@ def compact_all(
     before: dt.date | None,
     retention_hours: int,
 ) -> list[CompactionResult]:
-    """Run ``compact_table`` on each named table (every table when None)."""
+    """Run ``compact_table`` on each named table (every table when None).
+
+    Every table is checked before any is compacted, so a damaged one stops the run before
+    it starts.
+
+    Raises:
+        InputError, TableUnreadableError, StoreUnavailableError: as ``compact_table``.
+    """
+    _check_retention(retention_hours)
+    names = tables or list(ALL_SPECS)
+    open_tables(parse_location(tables_uri), names=names)
     return [
         compact_table(tables_uri, name, before=before, retention_hours=retention_hours)
-        for name in (tables or list(ALL_SPECS))
+        for name in names
     ]
 
 

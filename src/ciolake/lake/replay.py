@@ -44,9 +44,12 @@ import pyarrow.dataset as pads
 from deltalake import DeltaTable, write_deltalake
 
 from ciolake.dedup import DedupIndex, keep_from_day
+from ciolake.errors import InputError
 from ciolake.events.decode import Typed, decode_event
 from ciolake.lake import rows
 from ciolake.lake.files import DataFile, write_files
+from ciolake.lake.health import open_table, open_tables
+from ciolake.lake.location import parse_location, storage_options
 from ciolake.lake.log import (
     ConcurrentRemoveError,
     LocalDeltaLog,
@@ -71,6 +74,7 @@ from ciolake.lake.replay_reads import (
 )
 from ciolake.lake.table_files import TableFiles, true_count, true_indices
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
+from ciolake.lake.writer import ensure_tables
 from ciolake.locks import FileLock, commit_lock_path
 from ciolake.memory import return_free_memory
 from ciolake.settings import Settings
@@ -167,15 +171,25 @@ class Replayer:
         key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
     ) -> None:
         self._settings = settings
-        self._root = settings.tables_location.rstrip("/")
+        self._location = parse_location(settings.tables_location)
         self._chunk_rows = chunk_rows
         self._chunk_bytes = chunk_bytes
         self._keys = KeyCache(key_cache_bytes)
         self._tables: dict[str, TableFiles] = {}
+        # Tables ``split`` opened (and checked), for this process's first use of each.
+        self._opened: dict[str, DeltaTable] = {}
 
     def count(self, selection: ReplayRange) -> int:
-        """How many deliveries the range holds (for a progress bar)."""
-        raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
+        """How many deliveries the range holds (for a progress bar).
+
+        Raises:
+            InputError: there is no ``raw_events`` table.
+            TableUnreadableError: ``raw_events`` cannot be read.
+        """
+        opened = open_table(self._location, RAW_EVENTS)
+        if opened is None:
+            raise InputError(self._no_raw_events())
+        raw = TableFiles(self._location, RAW_EVENTS, table=opened)
         if raw.root is None:
             return int(raw.dataset().count_rows(filter=selection.expression()))
         # From the files' statistics: opening every file took 55 MiB and seconds.
@@ -187,12 +201,25 @@ class Replayer:
         Contiguous in replay's order (of receipt), so each slice's stored rows sit in files of
         their own: two replays over slices of one range read back different files. A remote
         ``raw_events`` is one slice: delta-rs's dataset orders its files itself.
+
+        Every table is checked first, and a derived table that does not exist (a channel
+        table lost and moved away) is created, to be rebuilt from ``raw_events``.
+
+        Raises:
+            InputError: there is no ``raw_events`` table.
+            TableUnreadableError: a table's log is missing (its data files remain) or damaged.
+            StoreUnavailableError: the object store cannot be reached.
         """
-        # Both as of one moment: the committer writes a delivery's raw row and its quarantine
-        # row under this lock, so no replayed delivery misses the latter.
-        with FileLock(commit_lock_path(self._settings.state_dir)):
-            raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS)
-            quarantine = TableFiles(self._uri(QUARANTINE), QUARANTINE)
+        lock = FileLock(commit_lock_path(self._settings.state_dir))
+        try:
+            # Both as of one moment: the committer writes a delivery's raw row and its
+            # quarantine row under this lock, so no replayed delivery misses the latter.
+            with lock:
+                self._opened = self._prepare()
+                raw = self._table_files(RAW_EVENTS)
+                quarantine = self._table_files(QUARANTINE)
+        finally:
+            lock.close()
         whole = RawSlice(raw.version, quarantine.version, 0, None)
         if raw.root is None or parts <= 1:
             return [whole]
@@ -224,10 +251,8 @@ class Replayer:
         try:
             if part is None:
                 (part,) = self.split(selection, 1)
-            raw = TableFiles(self._uri(RAW_EVENTS), RAW_EVENTS, version=part.raw_version)
-            quarantine = TableFiles(
-                self._uri(QUARANTINE), QUARANTINE, version=part.quarantine_version
-            )
+            raw = self._table_files(RAW_EVENTS, version=part.raw_version)
+            quarantine = self._table_files(QUARANTINE, version=part.quarantine_version)
             for chunk in self._chunks(raw, selection, part):
                 self._apply(
                     chunk,
@@ -248,14 +273,37 @@ class Replayer:
         result.seconds = time.monotonic() - started
         return result
 
-    def _uri(self, table: str) -> str:
-        return f"{self._root}/{table}"
+    def _prepare(self) -> dict[str, DeltaTable]:
+        """Every table, checked; the derived ones missing created, for replay to fill."""
+        found = open_tables(self._location)
+        if found[RAW_EVENTS] is None:
+            raise InputError(self._no_raw_events())
+        missing = [name for name, table in found.items() if table is None]
+        created = ensure_tables(self._location, names=missing) if missing else {}
+        return {name: table or created[name] for name, table in found.items()}
+
+    def _table_files(self, table: str, *, version: int | None = None) -> TableFiles:
+        """``table`` as of ``version`` (default latest), reusing what ``split`` opened."""
+        opened = self._opened.pop(table, None)
+        if opened is not None and version not in (None, opened.version()):
+            opened = None
+        files = TableFiles(self._location, table, version=version, table=opened)
+        if opened is not None and version is None:
+            # Opened when the range was split: commits may have come since.
+            files.refresh()
+        return files
+
+    def _no_raw_events(self) -> str:
+        return (
+            f"nothing to replay: no raw_events table under {self._location.uri} (check"
+            " --data-dir; ciolake serve creates the tables on its first start)"
+        )
 
     def _files(self, table: str) -> TableFiles:
         """``table`` as of now: loaded once, then brought up to date at each use."""
         files = self._tables.get(table)
         if files is None:
-            files = self._tables[table] = TableFiles(self._uri(table), table)
+            files = self._tables[table] = self._table_files(table)
         else:
             files.refresh()
         return files
@@ -487,7 +535,10 @@ class Replayer:
             }
         )
         (
-            DeltaTable(self._uri(QUARANTINE))
+            DeltaTable(
+                self._location.table_uri(QUARANTINE),
+                storage_options=storage_options(self._location),
+            )
             .merge(
                 keys,
                 predicate=(

@@ -9,22 +9,45 @@ in two slices is still stored once, from its first delivery.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
+import os
 import queue
+import signal
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ciolake.errors import TerminalError
+from ciolake.errors import CiolakeError, TerminalError
 from ciolake.lake.replay import RawSlice, Replayer, ReplayRange, ReplayResult
 from ciolake.memory import use_system_allocator
 from ciolake.settings import Settings
 
 # How often the parent looks for a process that died without a word (killed, out of memory).
 _POLL_S = 0.5
+
+# A process takes about a second to start (spawn, imports) and replays some 15,000 deliveries
+# a second: with fewer deliveries each, more processes only take longer (50 processes took
+# 38 s over 619 deliveries, one 0.4 s).
+DELIVERIES_PER_PROCESS = 20_000
+# Past any machine's cores: a larger --workers is a mistake, refused rather than clamped.
+MAX_PROCESSES = 256
+
+
+def process_count(requested: int | None, deliveries: int, *, cores: int | None = None) -> int:
+    """How many processes to replay ``deliveries`` in: as ``requested`` (default: one per
+    core), but never more than the cores, nor than one per ``DELIVERIES_PER_PROCESS``.
+    """
+    available = cores or os.cpu_count() or 1
+    wanted = available if requested is None else requested
+    by_work = math.ceil(max(deliveries, 1) / DELIVERIES_PER_PROCESS)
+    return max(1, min(wanted, available, by_work))
 
 
 class ReplayProcessError(TerminalError):
@@ -69,6 +92,7 @@ def replay_in_processes(
         return replayer.run(
             selection, include_quarantine=include_quarantine, progress=progress, part=slices[0]
         )
+    del replayer  # each process opens the tables itself
     started = time.monotonic()
     context = multiprocessing.get_context("spawn")
     messages: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
@@ -81,12 +105,15 @@ def replay_in_processes(
         )
         for n, part in enumerate(slices)
     ]
-    for worker in workers:
-        worker.start()
     try:
+        with _sigint_ignored():
+            for worker in workers:
+                worker.start()
         results = _collect(workers, messages, progress)
     finally:
         for worker in workers:
+            if worker.pid is None:
+                continue
             if worker.is_alive():
                 worker.terminate()
             worker.join()
@@ -95,8 +122,25 @@ def replay_in_processes(
     return merged
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C while replay processes start: they inherit it, so one interrupted while
+    importing never prints a traceback (the parent stops them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _replay_part(job: _Job, number: int, messages: multiprocessing.Queue[Any]) -> None:
     """A replay process: replay one slice, telling the parent each chunk and the result."""
+    # Ctrl-C reaches the whole process group: the parent stops the replay processes itself,
+    # rather than each one dying with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_system_allocator()
     options = {} if job.chunk_bytes is None else {"chunk_bytes": job.chunk_bytes}
     try:
@@ -106,10 +150,17 @@ def _replay_part(job: _Job, number: int, messages: multiprocessing.Queue[Any]) -
             progress=lambda rows: messages.put(("progress", number, rows)),
             part=job.part,
         )
-    except BaseException:
-        messages.put(("failed", number, traceback.format_exc()))
-        raise
+    except Exception as exc:
+        # Told to the parent, which says it in one line; not printed here as a traceback.
+        messages.put(("failed", number, (_summary(exc), traceback.format_exc())))
+        sys.exit(1)
     messages.put(("done", number, result))
+
+
+def _summary(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return first if isinstance(exc, CiolakeError) and first else f"{type(exc).__name__}: {first}"
 
 
 def _collect(
@@ -134,7 +185,9 @@ def _collect(
         elif kind == "done":
             results[number] = value
         else:
-            raise ReplayProcessError(f"replay process {number} failed:\n{value}")
+            summary, details = value
+            # The first line is what a user reads; the traceback follows for --debug.
+            raise ReplayProcessError(f"replay process {number} failed: {summary}\n{details}")
     return [results[n] for n in sorted(results)]
 
 

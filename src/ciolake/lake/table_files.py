@@ -11,10 +11,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
+from ciolake.errors import TableUnreadableError
+from ciolake.lake.health import open_table, translated
+from ciolake.lake.location import TablesLocation
 from ciolake.lake.log import RemovedFile
 from ciolake.lake.tables import ALL_SPECS
-from ciolake.lake.writer import local_directory
 
 _STATISTICS = ("event_id", "received_at", "journal_lsn")
 
@@ -39,12 +42,33 @@ class TableFiles:
     locations, delta-rs's dataset is used, and filters prune files as it sees fit.
     """
 
-    def __init__(self, uri: str, name: str, *, version: int | None = None) -> None:
-        self.uri = uri
+    def __init__(
+        self,
+        location: TablesLocation,
+        name: str,
+        *,
+        version: int | None = None,
+        table: DeltaTable | None = None,
+    ) -> None:
+        """Open table ``name`` under ``location`` (as of ``version``, default latest), or
+        take ``table``, already opened there.
+
+        Raises:
+            TableUnreadableError: the table does not exist, or its log cannot be read.
+            StoreUnavailableError: the object store cannot be reached.
+        """
+        self.location = location
+        self.uri = location.table_uri(name)
         self.name = name
         self.spec = ALL_SPECS[name]
-        self.root = local_directory(uri)
-        self.table = DeltaTable(uri, version=version)
+        self.root = None if location.path is None else location.path / name
+        if table is None:
+            table = open_table(location, name, version=version)
+        if table is None:
+            raise TableUnreadableError(
+                name, f"table {name} at {self.uri} does not exist (was it moved away meanwhile?)"
+            )
+        self.table: DeltaTable = table
         self.version = -1
         self._index_version = -1
         self._index: dict[str, int] = {}
@@ -56,7 +80,10 @@ class TableFiles:
             if self.root is not None and not self._next_commit().exists():
                 # No newer commit: delta-rs would still list the log (3 % of a replay).
                 return
-            self.table.update_incremental()
+            try:
+                self.table.update_incremental()
+            except (DeltaError, OSError) as exc:
+                raise translated(self.location, self.name, exc, reading=True) from exc
         if self.table.version() == self.version:
             return
         self.version = self.table.version()

@@ -19,15 +19,49 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from ciolake.errors import TableWriteError
 from ciolake.lake.files import write_files
+from ciolake.lake.health import open_tables, store_errors
+from ciolake.lake.location import TablesLocation, parse_location
+from ciolake.lake.location import storage_options as location_options
 from ciolake.lake.log import LocalDeltaLog, MetadataChangedError
 from ciolake.lake.tables import ALL_SPECS
 
 
 def local_directory(uri: str) -> Path | None:
     """The directory of a table location on the local filesystem, or None for object stores."""
-    if uri.startswith("file://"):
-        return Path(uri.removeprefix("file://"))
-    return None if "://" in uri else Path(uri)
+    return parse_location(uri).path
+
+
+def ensure_tables(
+    location: TablesLocation, *, names: Iterable[str] | None = None
+) -> dict[str, DeltaTable]:
+    """Every table (of ``names``, default all), created with its schema and partitioning
+    where it does not exist yet.
+
+    Every table is checked before any is created (``health.open_tables``, what
+    ``check_tables`` does): a table directory whose log is gone while its data files remain
+    is never given a new, empty log that would hide them.
+
+    Raises:
+        TableUnreadableError: a table's log is missing (its data files remain) or damaged.
+        StoreUnavailableError: the object store cannot be reached.
+    """
+    found = open_tables(location, names=names)
+    return {
+        name: table if table is not None else _create(location, name)
+        for name, table in found.items()
+    }
+
+
+def _create(location: TablesLocation, name: str) -> DeltaTable:
+    spec = ALL_SPECS[name]
+    with store_errors(location, name):
+        return DeltaTable.create(
+            location.table_uri(name),
+            spec.schema,
+            mode="ignore",
+            partition_by=[spec.partition_by],
+            storage_options=location_options(location),
+        )
 
 
 def app_id(stream: int) -> str:
@@ -38,10 +72,18 @@ def app_id(stream: int) -> str:
 class DeltaWriter:
     """Owns the Delta tables under one location."""
 
-    def __init__(self, tables_uri: str, *, storage_options: dict[str, str] | None = None) -> None:
-        self._root = tables_uri.rstrip("/")
-        self._local_root = local_directory(self._root)
-        self._storage_options = storage_options
+    def __init__(self, tables_uri: str) -> None:
+        """Args:
+        tables_uri: where the tables live.
+
+        Raises:
+            InputError: ``tables_uri`` is malformed or of an unsupported scheme.
+        """
+        self._location = parse_location(tables_uri)
+        self._root = self._location.uri
+        self._local_root = self._location.path
+        # The location's time limits, for every call on an object store.
+        self._storage_options = location_options(self._location)
         self._tables: dict[str, DeltaTable] = {}
         self._logs: dict[str, LocalDeltaLog] = {}
         # Per table and stream, the highest transaction version committed or read.
@@ -56,25 +98,25 @@ class DeltaWriter:
         return f"{self._root}/{name}"
 
     def ensure_tables(self) -> None:
-        """Create every table that does not exist yet, with its schema and partitioning."""
-        for name, spec in ALL_SPECS.items():
-            self._track(
-                name,
-                DeltaTable.create(
-                    self.table_uri(name),
-                    spec.schema,
-                    mode="ignore",
-                    partition_by=[spec.partition_by],
-                    storage_options=self._storage_options,
-                ),
-            )
+        """Create every table that does not exist yet, with its schema and partitioning.
+
+        Never over a table directory whose log is gone while its data files remain (see the
+        module function ``ensure_tables``).
+
+        Raises:
+            TableUnreadableError: a table's log is missing (its data files remain) or damaged.
+            StoreUnavailableError: the object store cannot be reached.
+        """
+        for name, table in ensure_tables(self._location).items():
+            self._track(name, table)
 
     def committed_versions(self, streams: Iterable[int]) -> dict[str, dict[int, int]]:
         """Per table and journal stream, the last sequence number committed (0 if none)."""
         wanted = list(streams)
         versions: dict[str, dict[int, int]] = {}
         for name in ALL_SPECS:
-            table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
+            with store_errors(self._location, name):
+                table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
             self._track(name, table)
             versions[name] = {k: table.transaction_version(app_id(k)) or 0 for k in wanted}
             self._txn[name] = dict(versions[name])
@@ -146,7 +188,7 @@ class DeltaWriter:
                 now_ms=int(time.time() * 1000),
             )
         except MetadataChangedError:
-            table = DeltaTable(self.table_uri(name))
+            table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
             table.create_write_transaction(
                 [f.add_action() for f in files],
                 mode="append",

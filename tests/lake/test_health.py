@@ -1,0 +1,143 @@
+"""check_tables: a table whose log is gone or damaged is refused, never created over."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from ciolake.errors import StoreUnavailableError, TableUnreadableError
+from ciolake.lake.health import REBUILD, RESTORE, check_tables, existing_tables
+from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES
+from ciolake.lake.writer import DeltaWriter
+from ciolake.settings import Settings
+from tests.lake.test_replay import channel_rows, make_bodies, make_settings, receive
+from tests.support import free_port, table_rows
+
+Damage = Callable[[Path], None]
+
+
+def landed(tmp_path: Path, count: int = 120) -> Settings:
+    """A data directory whose tables the receiver (and its writer) filled."""
+    settings = make_settings(tmp_path)
+    receive(settings, [(body, i % 10 == 0) for i, body in enumerate(make_bodies(count, seed=7))])
+    return settings
+
+
+def tables_of(settings: Settings) -> Path:
+    return settings.data_dir / "tables"
+
+
+def delete_log(table: Path) -> None:
+    shutil.rmtree(table / "_delta_log")
+
+
+def empty_log(table: Path) -> None:
+    delete_log(table)
+    (table / "_delta_log").mkdir()
+
+
+def truncate_last_commit(table: Path) -> None:
+    last = sorted((table / "_delta_log").glob("*.json"))[-1]
+    last.write_bytes(last.read_bytes()[:200])
+
+
+def corrupt_checkpoint(table: Path) -> None:
+    DeltaTable(str(table)).create_checkpoint()
+    (checkpoint,) = (table / "_delta_log").glob("*.checkpoint.parquet")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:64])
+
+
+DAMAGES: dict[str, Damage] = {
+    "log deleted": delete_log,
+    "log emptied": empty_log,
+    "last commit truncated": truncate_last_commit,
+    "checkpoint unreadable": corrupt_checkpoint,
+}
+
+
+def test_a_location_without_tables_is_fine(tmp_path: Path) -> None:
+    check_tables(str(tmp_path / "not-yet" / "tables"))
+    (tmp_path / "tables").mkdir()
+    check_tables(str(tmp_path / "tables"))
+    assert existing_tables(str(tmp_path / "tables")) == []
+
+
+def test_tables_the_writer_filled_pass(tmp_path: Path) -> None:
+    settings = landed(tmp_path)
+    check_tables(str(tables_of(settings)))
+    assert existing_tables(str(tables_of(settings))) == list(ALL_SPECS)
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("table", ["email_events", "raw_events", "quarantine"])
+def test_a_damaged_table_is_named_with_its_way_out(tmp_path: Path, damage: str, table: str) -> None:
+    settings = landed(tmp_path)
+    DAMAGES[damage](tables_of(settings) / table)
+    with pytest.raises(TableUnreadableError) as raised:
+        check_tables(str(tables_of(settings)))
+    assert raised.value.table == table
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"table {table} at {tables_of(settings) / table}" in message
+    assert (REBUILD if table in CHANNEL_TABLES else RESTORE) in message
+
+
+def test_an_empty_table_directory_is_created_not_refused(tmp_path: Path) -> None:
+    root = tmp_path / "tables"
+    (root / "email_events" / "event_date=2026-01-01").mkdir(parents=True)
+    writer = DeltaWriter(str(root))
+    try:
+        writer.ensure_tables()
+    finally:
+        writer.close()
+    assert existing_tables(str(root)) == list(ALL_SPECS)
+    assert table_rows(tmp_path, "email_events") == []
+
+
+def test_ensure_tables_never_creates_a_table_over_orphaned_files(tmp_path: Path) -> None:
+    settings = landed(tmp_path)
+    before = channel_rows(settings)
+    email = tables_of(settings) / "email_events"
+    assert any(e["table"] == "email_events" for e in before.values())
+    # The log is lost (moved aside here, so that it can come back).
+    (email / "_delta_log").rename(tmp_path / "email-log")
+    writer = DeltaWriter(str(tables_of(settings)))
+    try:
+        with pytest.raises(TableUnreadableError, match=r"email_events.*ciolake replay"):
+            writer.ensure_tables()
+    finally:
+        writer.close()
+    assert not (email / "_delta_log").exists()
+    # No other table was created or touched either: every table is checked before any write.
+    (tmp_path / "email-log").rename(email / "_delta_log")
+    assert channel_rows(settings) == before
+
+
+def test_a_file_where_a_table_should_be_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "tables"
+    root.mkdir()
+    (root / "sms_events").write_text("not a table")
+    with pytest.raises(TableUnreadableError, match=r"sms_events.*is a file"):
+        check_tables(str(root))
+
+
+def test_an_unreachable_store_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StoreUnavailableError) as raised:
+        check_tables("s3://bucket/tables")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"http://127.0.0.1:{port}" in message
+    assert "Connection refused" in message
