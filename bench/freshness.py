@@ -28,8 +28,8 @@ from bench.mix import body_of
 from bench.reader import delta_reader, scan
 from bench.reqfiles import WEBHOOK_PATH
 from ciolake.events.samples import sample_event, schema_by_name
-from ciolake.priority import lower_this_thread
-from ciolake.verify import sign
+from ciolake.receive.verify import sign
+from ciolake.runtime.priority import lower_this_thread
 
 MARKER_SCHEMA = "email_delivered"
 MARKER_TABLE = "email_events"

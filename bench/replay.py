@@ -121,9 +121,9 @@ def build_data_dir(data_dir: Path, events: int, *, batch_events: int, seed: int 
     About 2 % repeat an earlier event and 0.1 % are stale (quarantined).
     """
     from bench.mix import EventSource
-    from ciolake.service import Receiver
+    from ciolake.receive.verify import Verdict
+    from ciolake.runtime.embedded import Receiver
     from ciolake.settings import Settings
-    from ciolake.verify import Verdict
 
     settings = Settings(
         data_dir=data_dir,

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from ciolake.verify import sign
+from ciolake.receive.verify import sign
 
 WEBHOOK_PATH = "/webhooks/customerio"
 _LENGTH_DIGITS = 8

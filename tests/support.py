@@ -6,6 +6,7 @@ without sharing our writer's code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -25,10 +26,15 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+from deltalake import DeltaTable
 
 from ciolake.analytics.duck import delta_connection
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
-from ciolake.verify import sign
+from ciolake.lake import maintenance
+from ciolake.lake.tables import CHANNEL_TABLES
+from ciolake.receive.verify import Verdict, sign
+from ciolake.runtime.embedded import Receiver
+from ciolake.settings import Settings
 
 TEST_KEY = "test-signing-key-0123456789abcdef"
 WEBHOOK_PATH = "/webhooks/customerio"
@@ -360,3 +366,110 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
             target.sendall(data)
     with suppress(OSError):
         target.shutdown(socket.SHUT_WR)
+
+
+# --- Data landed through the embedded receiver, and tables damaged on purpose --------------
+
+NOW = 1_790_000_000
+"""The fixed "now" of the tests that land data through the embedded receiver."""
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a data directory under ``tmp_path`` (``conftest.make_settings`` binds it)."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "signing_keys": (TEST_KEY,),
+        "flush_interval_s": 0.05,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def make_bodies(count: int, seed: int = 1) -> list[bytes]:
+    """``count`` unique sample bodies signed at ``NOW``."""
+    return sample_bodies(count, seed=seed, timestamp=NOW)
+
+
+def receive(
+    settings: Settings,
+    deliveries: list[tuple[bytes, bool]],
+    *,
+    at: float = NOW + 5.0,
+    signed_at: int = NOW,
+) -> None:
+    """Land ``(body, stale)`` deliveries through the embedded receiver at unix time ``at``.
+
+    A stale delivery is signed an hour before ``signed_at``.
+    """
+    receiver = Receiver(settings, clock=lambda: at)
+    receiver.open()
+
+    async def go() -> None:
+        for body, stale in deliveries:
+            verdict = Verdict(timestamp=signed_at - (3600 if stale else 0), stale=stale)
+            await receiver.accept(body, verdict)
+        deadline = time.monotonic() + 30
+        while receiver.backlog()[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await receiver.close()
+
+    asyncio.run(go())
+
+
+def receive_at(settings: Settings, bodies: list[bytes], *, at: float) -> None:
+    """Receive ``bodies`` at unix time ``at``, signed then (none stale), all at once: they
+    share group commits, as a burst of requests does."""
+    receiver = Receiver(settings, clock=lambda: at)
+    receiver.open()
+
+    async def go() -> None:
+        verdict = Verdict(timestamp=int(at), stale=False)
+        await asyncio.gather(*(receiver.accept(body, verdict) for body in bodies))
+        deadline = time.monotonic() + 30
+        while receiver.backlog()[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await receiver.close()
+
+    asyncio.run(go())
+
+
+def channel_rows(settings: Settings, columns: str = "*") -> dict[str, dict[str, Any]]:
+    """Every channel row by event id (asserting none is there twice), with its table."""
+    found: dict[str, dict[str, Any]] = {}
+    wanted = columns if columns == "*" or "event_id" in columns else f"event_id, {columns}"
+    for table in CHANNEL_TABLES:
+        for row in table_rows(settings.data_dir, table, wanted):
+            assert row["event_id"] not in found, f"{row['event_id']} is stored twice"
+            found[row["event_id"]] = {**row, "table": table}
+    return found
+
+
+def delete_log(table: Path) -> None:
+    """Lose a table's whole ``_delta_log``, its data files left behind."""
+    shutil.rmtree(table / "_delta_log")
+
+
+def truncate_last_commit(table: Path) -> None:
+    """Cut a table's last commit file short, as a torn write would."""
+    last = sorted((table / "_delta_log").glob("*.json"))[-1]
+    last.write_bytes(last.read_bytes()[:200])
+
+
+def email_events(settings: Settings) -> DeltaTable:
+    """The ``email_events`` table, opened with delta-rs (to damage or inspect it)."""
+    return DeltaTable(str(settings.data_dir / "tables" / "email_events"))
+
+
+def received_and_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, seed: int
+) -> tuple[Settings, str]:
+    """300 deliveries in three commits, then compacted into files of 16-row row groups; the
+    settings, and the one file of ``raw_events``."""
+    monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
+    settings = make_settings(tmp_path)
+    bodies = sample_bodies(300, seed=seed, timestamp=NOW)
+    for start in range(0, 300, 100):  # three commits: files for compaction to merge
+        receive_at(settings, bodies[start : start + 100], at=NOW + 5)
+    maintenance.compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
+    (raw_file,) = DeltaTable(str(settings.data_dir / "tables" / "raw_events")).file_uris()
+    return settings, raw_file

@@ -1,7 +1,7 @@
 """The ceiling: a bare ASGI endpoint on uvicorn that reads the body and answers 200.
 
 No verification, no journal, no table: what the HTTP stack alone costs. It is a bare ASGI app,
-like ciolake's own webhook path (``ciolake.web.webhook``), so the two differ only in the work
+like ciolake's own webhook path (``ciolake.receive.webhook``), so the two differ only in the work
 ciolake does. Served with ``uvicorn bench.baselines.ceiling:app``.
 """
 

@@ -20,9 +20,9 @@ import sqlglot
 from typer.testing import CliRunner, Result
 
 from ciolake.analytics.duck import connect
-from ciolake.analytics.simulate import Arrivals, History, Rates, SimulationConfig, build_history
 from ciolake.analytics.views import view_names
 from ciolake.cli.app import app
+from ciolake.simulate.simulator import Arrivals, History, Rates, SimulationConfig, build_history
 from tests.analytics.truth import expected_rates
 
 START = date(2026, 3, 2)

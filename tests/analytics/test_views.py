@@ -22,7 +22,9 @@ from sqlglot import exp
 
 from ciolake.analytics import funnels
 from ciolake.analytics.duck import Lake, open_lake
-from ciolake.analytics.simulate import (
+from ciolake.analytics.views import BASE_TABLES, spark_statements, view_names
+from ciolake.settings import Settings
+from ciolake.simulate.simulator import (
     Arrival,
     Arrivals,
     History,
@@ -31,8 +33,6 @@ from ciolake.analytics.simulate import (
     build_history,
     feed,
 )
-from ciolake.analytics.views import BASE_TABLES, spark_statements, view_names
-from ciolake.settings import Settings
 from tests.analytics.truth import (
     ORIGIN_KEYS,
     expected_health,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from ciolake.analytics.simulate import Arrival, History, SimDelivery, SimEvent
+from ciolake.simulate.simulator import Arrival, History, SimDelivery, SimEvent
 
 # rate -> (numerator outcome, denominator outcome or None for every delivery), per channel.
 RATES: dict[str, dict[str, tuple[str, str | None]]] = {

@@ -106,7 +106,7 @@ def test_a_flood_is_bounded_and_every_accepted_event_lands(tmp_path: Path) -> No
         workers = [
             p
             for p in psutil.Process(server.process.pid).children()
-            if "ciolake.worker" in " ".join(p.cmdline())
+            if "ciolake.runtime.worker" in " ".join(p.cmdline())
         ]
         assert len(workers) == 2
         rss_before = sum(p.memory_info().rss for p in workers)

@@ -48,7 +48,7 @@ def workers_of(pid: int) -> list[psutil.Process]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         children = psutil.Process(pid).children()
-        workers = [c for c in children if "ciolake.worker" in " ".join(c.cmdline())]
+        workers = [c for c in children if "ciolake.runtime.worker" in " ".join(c.cmdline())]
         if len(workers) >= 2:
             return workers
         time.sleep(0.05)

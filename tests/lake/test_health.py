@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +13,16 @@ from ciolake.lake.health import REBUILD, RESTORE, check_tables, existing_tables
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES
 from ciolake.lake.writer import DeltaWriter
 from ciolake.settings import Settings
-from tests.lake.test_replay import channel_rows, make_bodies, make_settings, receive
-from tests.support import free_port, table_rows
+from tests.support import (
+    channel_rows,
+    delete_log,
+    free_port,
+    make_bodies,
+    make_settings,
+    receive,
+    table_rows,
+    truncate_last_commit,
+)
 
 Damage = Callable[[Path], None]
 
@@ -31,18 +38,9 @@ def tables_of(settings: Settings) -> Path:
     return settings.data_dir / "tables"
 
 
-def delete_log(table: Path) -> None:
-    shutil.rmtree(table / "_delta_log")
-
-
 def empty_log(table: Path) -> None:
     delete_log(table)
     (table / "_delta_log").mkdir()
-
-
-def truncate_last_commit(table: Path) -> None:
-    last = sorted((table / "_delta_log").glob("*.json"))[-1]
-    last.write_bytes(last.read_bytes()[:200])
 
 
 def corrupt_checkpoint(table: Path) -> None:

@@ -21,9 +21,9 @@ from ciolake.events.samples import sample_event, schema_by_name, schema_keys
 from ciolake.lake import maintenance
 from ciolake.lake.maintenance import compact_all, compact_table
 from ciolake.lake.tables import CHANNEL_TABLES
-from ciolake.service import Receiver
+from ciolake.receive.verify import Verdict
+from ciolake.runtime.embedded import Receiver
 from ciolake.settings import Settings
-from ciolake.verify import Verdict
 from tests.support import table_rows
 
 DAY = 86_400

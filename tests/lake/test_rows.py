@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from ciolake.events.decode import decode_event
-from ciolake.journal_records import JournalRecord
+from ciolake.journal.records import JournalRecord
 from ciolake.lake.rows import body_columns, raw_table
 
 

@@ -173,7 +173,9 @@ def test_ctrl_c_while_serve_starts_prints_no_traceback(tmp_path: Path, delay_s: 
     output, _ = process.communicate(timeout=60)
     text = output.decode(errors="replace")
     assert "Traceback" not in text, text
-    assert process.returncode in {0, 130}, text
+    # 0: it had started and stopped cleanly; 130: interrupted while starting, said in one
+    # line; -SIGINT: the interpreter itself was interrupted before ciolake's code ran.
+    assert process.returncode in {0, 130, -signal.SIGINT}, text
     if process.returncode == 130:
         assert [line for line in text.splitlines() if line.startswith("error: ")], text
 

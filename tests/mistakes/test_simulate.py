@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ciolake.analytics.simulate import SimulationConfig, build_history
 from ciolake.lake.tables import CHANNEL_TABLES
+from ciolake.simulate.simulator import SimulationConfig, build_history
 from tests.mistakes.conftest import EXIT_USAGE, RunCiolake, assert_one_line_error
 from tests.support import (
     running_server,

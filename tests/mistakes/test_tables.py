@@ -28,11 +28,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from ciolake.analytics.dashboard import dashboard_app
+from ciolake.dashboard.app import dashboard_app
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES
 from ciolake.settings import MAX_RETENTION_HOURS, Settings
-from tests.lake.test_health import delete_log, truncate_last_commit
-from tests.lake.test_replay import make_bodies, receive
 from tests.mistakes.conftest import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -42,11 +40,15 @@ from tests.mistakes.conftest import (
 )
 from tests.support import (
     TEST_KEY,
+    delete_log,
     free_port,
+    make_bodies,
+    receive,
     running_server,
     sample_bodies,
     signed_headers,
     table_rows,
+    truncate_last_commit,
     wait_until_committed,
 )
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ciolake.analytics.checks import (
+from ciolake.checks.rules import (
     Finding,
     Status,
     Thresholds,

@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from ciolake.analytics.dashboard import dashboard_app
 from ciolake.cli.options import DataDirOption, TablesUriOption
+from ciolake.dashboard.app import dashboard_app
 from ciolake.errors import ConfigurationError
 from ciolake.logs import configure_logging
 from ciolake.settings import check_admin_exposure, load_settings

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from ciolake.cli.options import DataDirOption, TablesUriOption, check_date_range
 from ciolake.lake.location import parse_location, require_location
-from ciolake.lake.replay import Replayer, ReplayRange, ReplayResult
-from ciolake.lake.replay_processes import MAX_PROCESSES, process_count, replay_in_processes
-from ciolake.memory import use_system_allocator
+from ciolake.lake.replay.processes import MAX_PROCESSES, process_count, replay_in_processes
+from ciolake.lake.replay.replayer import Replayer, ReplayRange, ReplayResult
+from ciolake.runtime.memory import use_system_allocator
 from ciolake.settings import load_settings
 
 

@@ -21,8 +21,8 @@ from ciolake.customerio.sender import (
     iter_bodies,
     post_signed,
 )
-from ciolake.devkey import read_dev_key
 from ciolake.errors import ConfigurationError
+from ciolake.receive.devkey import read_dev_key
 from ciolake.settings import load_settings, parse_keys
 
 MAX_TIMEOUT_S = 600.0

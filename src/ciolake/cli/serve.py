@@ -9,9 +9,9 @@ from typing import Annotated
 import msgspec
 import typer
 
-from ciolake.devkey import load_or_create_dev_key
+from ciolake.receive.devkey import load_or_create_dev_key
+from ciolake.runtime.supervisor import exec_supervisor
 from ciolake.settings import Settings, check_admin_exposure, load_settings
-from ciolake.supervisor import exec_supervisor
 
 
 def serve(

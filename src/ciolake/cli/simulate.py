@@ -21,7 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ciolake.analytics.simulate import (
+from ciolake.errors import InputError
+from ciolake.lake.writer import local_directory
+from ciolake.runtime.locks import lock_data_dir
+from ciolake.settings import Settings, load_settings
+from ciolake.simulate.simulator import (
     CHANNELS,
     EARLIEST_START,
     MAX_DAYS,
@@ -44,10 +48,6 @@ from ciolake.analytics.simulate import (
     last_receipt,
     stored_event_ids,
 )
-from ciolake.errors import InputError
-from ciolake.lake.writer import local_directory
-from ciolake.locks import lock_data_dir
-from ciolake.settings import Settings, load_settings
 
 DEMO_DIR = Path("demo")
 """Where simulated histories go unless ``--data-dir`` says otherwise: never ``./data``."""

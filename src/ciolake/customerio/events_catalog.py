@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from ciolake.errors import TerminalError
+from ciolake.events.model import MESSAGE_CHANNELS
 from ciolake.events.schemas import ALL_SCHEMAS, CUSTOMER_FAMILY_METRICS
 
-CHANNELS: tuple[str, ...] = ("email", "push", "in_app", "sms", "slack", "webhook", "whatsapp")
+CHANNELS = MESSAGE_CHANNELS
 CUSTOMER_GROUP = "customer"
 ALL = "all"
 

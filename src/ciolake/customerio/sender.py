@@ -23,7 +23,7 @@ from ciolake.errors import InputError, TerminalError, TransientError
 from ciolake.events.model import OBJECT_TYPES
 from ciolake.events.samples import sample_event
 from ciolake.events.schemas import ALL_SCHEMAS, MetricSchema, find_schema
-from ciolake.verify import sign
+from ciolake.receive.verify import sign
 
 MAX_COUNT: Final = 1_000_000
 DEFAULT_TIMEOUT_S: Final = 10.0

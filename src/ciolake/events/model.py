@@ -187,6 +187,8 @@ DATA_TYPES: dict[str, type[CommonData]] = {
     "whatsapp": WhatsappData,
 }
 OBJECT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES)
+MESSAGE_CHANNELS: tuple[str, ...] = tuple(t for t in OBJECT_TYPES if t != "customer")
+"""The channels messages go out on: every object type but ``customer``."""
 
 
 def object_type_of(event: EventBase) -> str:

@@ -23,9 +23,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake.transaction import AddAction
 
-from ciolake.fsync import fsync_directory
+from ciolake.journal.fsync import fsync_directory
+from ciolake.lake.delta import AddAction
 
 # Delta's default number of leading columns with statistics.
 STATS_COLUMNS = 32

@@ -19,10 +19,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError, TableNotFoundError
-
 from ciolake.errors import CiolakeError, StoreUnavailableError, TableUnreadableError
+from ciolake.lake.delta import DeltaError, DeltaTable, TableNotFoundError
 from ciolake.lake.location import TablesLocation, parse_location, storage_options
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_SPECS
 

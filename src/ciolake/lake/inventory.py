@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from deltalake import DeltaTable
-
-from ciolake.lake.health import open_tables, store_errors
+from ciolake.lake.delta import DeltaTable
+from ciolake.lake.health import open_table, open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location, require_location
 
 
@@ -48,3 +48,17 @@ def _summary(location: TablesLocation, name: str, table: DeltaTable | None) -> T
             version=table.version(),
             files=len(table.file_uris()),
         )
+
+
+def table_dataset(tables_uri: str, name: str) -> Any:
+    """Table ``name`` under ``tables_uri`` as a pyarrow dataset, or None if it does not exist.
+
+    Raises:
+        InputError, TableUnreadableError, StoreUnavailableError: as ``summarize``.
+    """
+    location = parse_location(tables_uri)
+    table = open_table(location, name)
+    if table is None:
+        return None
+    with store_errors(location, name):
+        return table.to_pyarrow_dataset()

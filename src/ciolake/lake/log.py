@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from deltalake import DeltaTable
-
 from ciolake import __version__
 from ciolake.errors import TransientError
-from ciolake.fsync import fsync_directory, write_new_file
+from ciolake.journal.fsync import fsync_directory, write_new_file
+from ciolake.lake.delta import DeltaTable
 from ciolake.lake.files import DataFile
 
 CHECKPOINT_INTERVAL = 100

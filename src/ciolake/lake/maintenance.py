@@ -17,10 +17,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from deltalake import DeltaTable, WriterProperties
-from deltalake.exceptions import CommitFailedError
-
 from ciolake.errors import InputError
+from ciolake.lake.delta import CommitFailedError, DeltaTable, WriterProperties
 from ciolake.lake.health import open_table, open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location, storage_options
 from ciolake.lake.tables import ALL_SPECS

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ciolake.events.decode import Quarantined, Typed
-from ciolake.journal_records import JournalRecord
+from ciolake.journal.records import JournalRecord
 from ciolake.lake.tables import (
     ALL_SPECS,
     CHANNEL_SPECS,
@@ -21,13 +21,13 @@ from ciolake.lake.tables import (
     RAW_SPEC,
     TEXT_LIST,
 )
+from ciolake.units import SECONDS_PER_DAY
 
-_SECONDS_PER_DAY = 86_400
 _MICROS = 1_000_000
 _MAX_STRING_BYTES = 2**31  # Arrow's string offsets are int32
 # Arrow scalars, not Python ints: given a Python number, each pyarrow.compute call tries to
 # import numpy (absent here) and took 65 us instead of 6.
-_DAY_SECONDS = pa.scalar(_SECONDS_PER_DAY, pa.int64())
+_DAY_SECONDS = pa.scalar(SECONDS_PER_DAY, pa.int64())
 _SECOND_MICROS = pa.scalar(_MICROS, pa.int64())
 
 TypedItem = tuple[JournalRecord, Typed]
@@ -209,7 +209,7 @@ def quarantine_table(items: Sequence[QuarantineItem]) -> pa.Table:
 def _delivery_columns(items: Sequence[tuple[JournalRecord, Any]]) -> dict[str, list[Any]]:
     return {
         "received_at": [r.received_at_us for r, _x in items],
-        "received_date": [r.received_at_us // (_SECONDS_PER_DAY * _MICROS) for r, _x in items],
+        "received_date": [r.received_at_us // (SECONDS_PER_DAY * _MICROS) for r, _x in items],
         "x_cio_timestamp": [r.x_cio_timestamp for r, _x in items],
         "journal_stream": [r.stream for r, _x in items],
         "journal_lsn": [r.lsn for r, _x in items],

@@ -10,10 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
 
 from ciolake.errors import TableUnreadableError
+from ciolake.lake.delta import DeltaError, DeltaTable
 from ciolake.lake.health import open_table, translated
 from ciolake.lake.location import TablesLocation
 from ciolake.lake.log import RemovedFile

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from ciolake.errors import TableWriteError
+from ciolake.lake.delta import CommitProperties, DeltaTable, Transaction, write_deltalake
 from ciolake.lake.files import write_files
 from ciolake.lake.health import open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location

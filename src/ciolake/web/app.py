@@ -19,12 +19,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ciolake.analytics.dashboard import dashboard_routes
-from ciolake.intake import Intake
+from ciolake.dashboard.app import dashboard_routes
+from ciolake.receive.intake import Intake
+from ciolake.receive.webhook import WEBHOOK_PATHS, WebhookEndpoint
 from ciolake.settings import Settings
 from ciolake.web import routes
 from ciolake.web.admin_auth import guarded
-from ciolake.web.webhook import WEBHOOK_PATHS, WebhookEndpoint
 
 IntakeFactory = Callable[[Settings, Callable[[], float]], Intake]
 
@@ -64,7 +64,7 @@ def _local_port(scope: Scope) -> int | None:
 
 def _embedded(settings: Settings, clock: Callable[[], float]) -> Intake:
     # Imported here: worker processes pass their own intake and never load the committer.
-    from ciolake.service import Receiver  # noqa: PLC0415
+    from ciolake.runtime.embedded import Receiver  # noqa: PLC0415
 
     return Receiver(settings, clock=clock)
 

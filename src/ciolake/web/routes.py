@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ciolake import __version__
-from ciolake.intake import Intake
+from ciolake.receive.intake import Intake
 
 
 async def health(request: Request) -> Response:

@@ -1,0 +1,1 @@
+"""Operational checks (``ciolake check``): volume, freshness, failures, metrics."""

@@ -1,0 +1,1 @@
+"""The dashboard: its page, its data endpoints and its charts."""

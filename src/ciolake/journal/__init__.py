@@ -1,0 +1,1 @@
+"""The journal: append-only segments, their records, and reading them back."""

@@ -1,0 +1,283 @@
+"""The append-only journal: a delivery is answered 200 only once it is on disk here.
+
+Records are appended to numbered segment files and made durable with ``fdatasync``. Appends that
+arrive while a flush is in progress wait for the next one, so one disk flush covers every
+request that queued up meanwhile (group commit). At start-up every segment is scanned; a record
+cut short by a crash (bad length or checksum) ends its segment and is truncated away, keeping
+all records before it. Segments are deleted once everything in them is committed to the tables.
+
+The record format and segment reading are in ``ciolake.journal.records``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ciolake.errors import JournalUnavailableError
+from ciolake.journal.fsync import fsync_directory
+from ciolake.journal.records import (
+    SEGMENT_SUFFIX,
+    JournalRecord,
+    encode_record,
+    recover_segment,
+    segment_paths,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBE_INTERVAL_S = 1.0
+# A page: small enough to pass on an almost full disk only when the disk takes writes again.
+_PROBE_BYTES = b"\0" * 4096
+_PROBE_NAME = ".write-probe"
+
+
+@dataclass(slots=True)
+class _Segment:
+    path: Path
+    last_lsn: int | None
+
+
+class Journal:
+    """Durable, group-committed append log of deliveries.
+
+    Appends come from the event loop; disk writes run on one dedicated thread; ``retire`` may be
+    called from the committer thread.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_max_bytes: int,
+        on_durable: Callable[[list[JournalRecord]], None],
+        observe_fsync: Callable[[float], None] = lambda _seconds: None,
+        on_healed: Callable[[], None] = lambda: None,
+        stream: int = 0,
+    ) -> None:
+        self._directory = directory
+        self._stream = stream
+        self._segment_max_bytes = segment_max_bytes
+        self._on_durable = on_durable
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ciolake-journal")
+        self._lock = threading.Lock()
+        self._closed_segments: list[_Segment] = []
+        self._active: _Segment | None = None
+        self._fd: int | None = None
+        self._size = 0
+        self._next_lsn = 1
+        self._pending: list[JournalRecord] = []
+        self._pending_bytes: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._observe_fsync = observe_fsync
+        self._on_healed = on_healed
+        self._stop_probe = threading.Event()
+        self.last_error: str | None = None
+        self.last_errno = 0
+
+    @property
+    def healthy(self) -> bool:
+        """False after a failed write, until a later write succeeds."""
+        return self.last_error is None
+
+    def open(self, *, applied_lsn: int, min_next_lsn: int) -> list[JournalRecord]:
+        """Recover the journal and return the records not yet applied to the tables.
+
+        Args:
+            applied_lsn: every record with an lsn up to this one is in the tables already.
+            min_next_lsn: the smallest lsn new appends may take (above every lsn the tables
+                have seen, even if its segment is gone).
+        """
+        self._directory.mkdir(parents=True, exist_ok=True)
+        unapplied: list[JournalRecord] = []
+        highest = 0
+        for path in segment_paths(self._directory):
+            records = recover_segment(path, self._stream)
+            if records:
+                highest = max(highest, records[-1].lsn)
+            unapplied.extend(r for r in records if r.lsn > applied_lsn)
+            self._closed_segments.append(_Segment(path, records[-1].lsn if records else None))
+        self._next_lsn = max(highest + 1, min_next_lsn)
+        self.retire(applied_lsn)
+        self._start_probe()
+        return unapplied
+
+    def open_for_append(self, *, next_lsn: int) -> None:
+        """Start appending at ``next_lsn`` without reading or changing existing segments.
+
+        For a worker process: the supervisor recovers and retires this journal's segments.
+        """
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._next_lsn = next_lsn
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        # Readiness must heal with no traffic: behind a load balancer that sends requests only
+        # to ready instances, no append would ever come to clear a failed write.
+        threading.Thread(target=self._probe_loop, name="ciolake-journal-probe", daemon=True).start()
+
+    def _probe_loop(self) -> None:
+        while not self._stop_probe.wait(PROBE_INTERVAL_S):
+            if not self.healthy:
+                self.probe()
+
+    def probe(self) -> bool:
+        """After a failed write: try a small durable write beside the segments.
+
+        On the journal's own I/O thread, so it is ordered with the appends' writes. Success
+        clears the failure (``healthy`` turns True) and calls ``on_healed``.
+
+        Returns:
+            Whether the journal is healthy now.
+        """
+        try:
+            self._io.submit(self._write_probe).result()
+        except OSError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+            self.last_errno = exc.errno or -1
+            return False
+        except RuntimeError:  # the executor is shut down: the journal is closed
+            return self.healthy
+        self.last_error, self.last_errno = None, 0
+        logger.info("journal writable again")
+        self._on_healed()
+        return True
+
+    def _write_probe(self) -> None:
+        path = self._directory / _PROBE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, _PROBE_BYTES)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
+    async def append(
+        self, *, received_at_us: int, x_cio_timestamp: int, flags: int, body: bytes
+    ) -> JournalRecord:
+        """Append one delivery and return once it is on disk.
+
+        Raises:
+            JournalUnavailableError: the write or the flush failed; the delivery is not stored.
+        """
+        if self._closed:
+            raise JournalUnavailableError("journal is closed")
+        record = JournalRecord(
+            self._next_lsn, received_at_us, x_cio_timestamp, flags, body, self._stream
+        )
+        self._next_lsn += 1
+        self._pending.append(record)
+        self._pending_bytes.append(encode_record(record))
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_pending())
+        # Shielded: a client that disconnects must not cancel the flush others wait on.
+        await asyncio.shield(waiter)
+        return record
+
+    async def _flush_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                records, chunks, waiter = self._pending, self._pending_bytes, self._waiter
+                self._pending, self._pending_bytes, self._waiter = [], [], None
+                assert waiter is not None
+                try:
+                    await loop.run_in_executor(
+                        self._io, self._write, b"".join(chunks), records[0].lsn, records[-1].lsn
+                    )
+                except OSError as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+                    self.last_errno = exc.errno or -1
+                    waiter.set_exception(JournalUnavailableError(self.last_error))
+                    waiter.exception()  # marks it retrieved when every waiter has gone
+                    continue
+                self.last_error, self.last_errno = None, 0
+                self._on_durable(records)
+                waiter.set_result(None)
+        finally:
+            self._flush_task = None
+
+    def _write(self, data: bytes, first_lsn: int, last_lsn: int) -> None:
+        if self._fd is None or self._size >= self._segment_max_bytes:
+            self._start_segment(first_lsn)
+        assert self._fd is not None
+        assert self._active is not None
+        offset = self._size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            started = time.monotonic()
+            os.fdatasync(self._fd)
+            self._observe_fsync(time.monotonic() - started)
+        except OSError:
+            self._abandon_segment(offset)
+            raise
+        self._size += len(data)
+        self._active.last_lsn = last_lsn
+
+    def _start_segment(self, first_lsn: int) -> None:
+        self._close_active()
+        path = self._directory / f"{first_lsn:020d}{SEGMENT_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        # The new name must be durable too, or a crash could lose the whole file.
+        fsync_directory(self._directory)
+        self._fd, self._size = fd, 0
+        self._active = _Segment(path, None)
+
+    def _abandon_segment(self, offset: int) -> None:
+        """After a failed write: cut the partial record off and start afresh next time."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, offset)
+        except OSError:
+            logger.warning("journal truncate after failed write failed; recovery will drop it")
+        self._close_active()
+
+    def _close_active(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._active is not None:
+            with self._lock:
+                self._closed_segments.append(self._active)
+            self._active = None
+
+    def retire(self, applied_lsn: int) -> int:
+        """Delete closed segments whose every record is applied; return how many."""
+        with self._lock:
+            done = [
+                s for s in self._closed_segments if s.last_lsn is None or s.last_lsn <= applied_lsn
+            ]
+            self._closed_segments = [s for s in self._closed_segments if s not in done]
+        for segment in done:
+            segment.path.unlink(missing_ok=True)
+        return len(done)
+
+    async def close(self) -> None:
+        """Stop taking appends, wait for the flush under way, and close the files."""
+        self._closed = True
+        self._stop_probe.set()
+        while self._flush_task is not None:
+            await asyncio.sleep(0.005)
+        await asyncio.get_running_loop().run_in_executor(self._io, self._close_active)
+        self._io.shutdown(wait=True)
+
+    def segment_count(self) -> int:
+        """Segments on disk, the one being written included."""
+        with self._lock:
+            return len(self._closed_segments) + (self._active is not None)

@@ -1,0 +1,1 @@
+"""Re-deriving the channel tables from ``raw_events`` (``ciolake replay``)."""

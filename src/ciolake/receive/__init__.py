@@ -1,0 +1,1 @@
+"""The request path: signature checks, the development key, the intake, the webhook."""

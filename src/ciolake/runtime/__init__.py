@@ -1,0 +1,1 @@
+"""The processes: supervisor, workers, the shared runtime, locks and memory."""

@@ -1,0 +1,57 @@
+"""How the supervisor starts a worker process: its command, its standard input, its stream.
+
+Apart from ``worker.py`` so that the supervisor does not load the HTTP server (uvicorn,
+starlette, click: 5.5 MiB of its resident memory) just to start the processes that run it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import msgspec
+
+from ciolake.settings import Settings, decode_settings, encode_settings
+
+
+class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
+    """What a worker process is started with (as JSON on its standard input: the settings
+    hold the signing keys, which must not show in the process list)."""
+
+    stream: int
+    next_lsn: int
+    socket_fd: int
+    admin_socket_fd: int
+    shared_path: str
+    streams: int
+    supervisor_pid: int
+
+
+def stream_directory(settings: Settings, stream: int) -> Path:
+    """Where journal ``stream`` lives."""
+    return settings.stream_dir(stream)
+
+
+def worker_command() -> list[str]:
+    """The command that starts a worker; it reads ``launch_input`` on standard input."""
+    # Not ``-m ciolake.runtime.worker``: run as __main__, the module would log as "__main__". SIGINT
+    # is ignored while it imports: a Ctrl-C at the terminal reaches the whole process group,
+    # and the supervisor, not the worker, decides how to stop (uvicorn takes SIGINT back).
+    return [sys.executable, "-c", _WORKER_MAIN]
+
+
+_WORKER_MAIN = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "from ciolake.runtime.worker import main; main()"
+)
+
+
+def launch_input(settings: Settings, launch: WorkerLaunch) -> bytes:
+    """A worker's standard input: its launch record, a newline, and the settings."""
+    return msgspec.json.encode(launch) + b"\n" + encode_settings(settings)
+
+
+def read_launch_input(data: bytes) -> tuple[WorkerLaunch, Settings]:
+    """The launch record and the settings from what ``launch_input`` wrote."""
+    head, _newline, settings = data.partition(b"\n")
+    return msgspec.json.decode(head, type=WorkerLaunch), decode_settings(settings)

@@ -1,0 +1,246 @@
+"""``ciolake serve``: one supervisor process, N worker processes, one committer.
+
+The supervisor binds one listening socket per worker on the port (SO_REUSEPORT), recovers every
+journal stream, starts the committer, then spawns the workers. Workers verify, journal (each its
+own stream) and answer; the supervisor tails the streams and commits. On SIGTERM it stops the
+workers (they finish in-flight requests and flush), reads what they journaled last, commits it
+all, and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import msgspec
+
+from ciolake.errors import CiolakeError, ConfigurationError
+from ciolake.logs import configure_logging
+from ciolake.metrics import Metrics, enable_multiprocess_metrics, mark_process_dead
+from ciolake.runtime.core import Runtime
+from ciolake.runtime.launch import WorkerLaunch, launch_input, worker_command
+from ciolake.runtime.locks import lock_data_dir
+from ciolake.runtime.memory import keep_large_blocks_apart
+from ciolake.settings import Settings, decode_settings, encode_settings
+
+logger = logging.getLogger(__name__)
+
+_WORKER_STOP_S = 5.0
+# Not ``-m ciolake.runtime.supervisor``: run as __main__, the module would log as "__main__".
+# A Ctrl-C while the modules load is an interruption like any other, not an import traceback.
+_SUPERVISOR_MAIN = (
+    "import sys\n"
+    "try:\n"
+    "    from ciolake.runtime.supervisor import main\n"
+    "except KeyboardInterrupt:\n"
+    "    print('error: interrupted while starting', file=sys.stderr)\n"
+    "    sys.exit(130)\n"
+    "sys.exit(main(sys.argv))"
+)
+
+
+class Supervisor:
+    """Owns the sockets and the worker processes; its ``Runtime`` commits for them all."""
+
+    def __init__(self, settings: Settings, *, workers: int, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.workers = workers
+        self._clock = clock
+        self._stop = threading.Event()
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; return the exit code."""
+        # A file-size limit must surface as a write error (503), not kill the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        lock = lock_data_dir(self.settings.data_dir)
+        try:
+            self._open()
+            self._spawn_all()
+            self._watch()
+            return self._shutdown()
+        finally:
+            os.close(lock)
+
+    def _open(self) -> None:
+        settings = self.settings
+        enable_multiprocess_metrics(settings.metrics_dir)
+        self.metrics = Metrics()
+        # The gauge is the lowest over processes; only workers write journals.
+        self.metrics.journal_healthy.set(1)
+        self.runtime = Runtime(
+            settings, workers=self.workers, clock=self._clock, metrics=self.metrics
+        )
+        self.runtime.open()
+        self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
+        self._admin_socket = _listening_socket(
+            settings.admin_host, settings.admin_port, reuse_port=False, what="the admin listener"
+        )
+        # Port 0 means "any": workers must know the ports they got, to tell the listeners apart.
+        self.settings = settings = msgspec.structs.replace(
+            settings,
+            port=self._sockets[0].getsockname()[1],
+            admin_port=self._admin_socket.getsockname()[1],
+        )
+        logger.info(
+            "listening",
+            extra={
+                "webhook": f"http://{_url_host(settings.host)}:{settings.port}/webhooks/customerio",
+                "admin": f"http://{_url_host(settings.admin_host)}:{settings.admin_port}",
+                "admin_token": settings.admin_token is not None,
+                "workers": self.workers,
+            },
+        )
+
+    def _spawn_all(self) -> None:
+        for stream in range(self.workers):
+            self._spawn(stream)
+
+    def _spawn(self, stream: int) -> None:
+        sock = self._sockets[stream]
+        admin_fd = self._admin_socket.fileno()
+        launch = WorkerLaunch(
+            stream=stream,
+            next_lsn=self.runtime.next_lsn(stream),
+            socket_fd=sock.fileno(),
+            admin_socket_fd=admin_fd,
+            shared_path=str(self.runtime.shared.path),
+            streams=self.runtime.shared.streams,
+            supervisor_pid=os.getpid(),
+        )
+        process = subprocess.Popen(
+            worker_command(), stdin=subprocess.PIPE, pass_fds=[sock.fileno(), admin_fd]
+        )
+        assert process.stdin is not None
+        with process.stdin:
+            process.stdin.write(launch_input(self.settings, launch))
+        self._processes[stream] = process
+
+    def _watch(self) -> None:
+        stop_signals = (signal.SIGTERM, signal.SIGINT)
+        for number in stop_signals:
+            signal.signal(number, lambda _n, _f: self._stop.set())
+        while not self._stop.wait(0.2):
+            for stream, process in list(self._processes.items()):
+                if process.poll() is not None:
+                    self._restart(stream, process)
+
+    def _restart(self, stream: int, process: subprocess.Popen[bytes]) -> None:
+        logger.error(
+            "worker died; restarting it", extra={"worker": stream, "exitcode": process.returncode}
+        )
+        mark_process_dead(process.pid)
+        self._spawn(stream)
+
+    def _shutdown(self) -> int:
+        started = time.monotonic()
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes.values():
+            try:
+                process.wait(timeout=max(0.1, _WORKER_STOP_S - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for sock in [*self._sockets, self._admin_socket]:
+            sock.close()
+        deadline = started + max(1.0, self.settings.shutdown_drain_s)
+        drained = self.runtime.close(deadline=deadline)
+        logger.info(
+            "committer stopped",
+            extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
+        )
+        return 0
+
+
+def exec_supervisor(settings: Settings) -> NoReturn:
+    """Replace this process with a supervisor serving ``settings`` (it keeps the pid).
+
+    The command line has imported every command's modules (HTTP client, analytics, ...); a
+    fresh interpreter loads only what serving needs, about 15 MiB less for the lifetime of
+    the server. The settings travel through a pipe: they hold the signing keys, which must not
+    show in the process list or the environment.
+    """
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as pipe:
+        pipe.write(encode_settings(settings))  # far below a pipe's buffer, so no reader needed
+    os.set_inheritable(read_end, True)
+    command = [sys.executable, "-c", _SUPERVISOR_MAIN, "--settings-fd", str(read_end)]
+    os.execv(sys.executable, command)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of the process ``exec_supervisor`` starts (``--settings-fd N``)."""
+    with os.fdopen(int(argv[argv.index("--settings-fd") + 1]), "rb") as pipe:
+        settings = decode_settings(pipe.read())
+    configure_logging(settings.log_level)
+    keep_large_blocks_apart()
+    supervisor = Supervisor(
+        settings, workers=settings.workers or os.cpu_count() or 1, clock=time.time
+    )
+    try:
+        return supervisor.run()
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted while starting; the journal keeps what was received")
+    except ConfigurationError as exc:
+        return _fail(2, str(exc))
+    except CiolakeError as exc:
+        return _fail(1, str(exc))
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(1, f"{exc.strerror or exc}{where} (check the data directory)")
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _bind_all(host: str, port: int, *, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on one port (SO_REUSEPORT).
+
+    The kernel spreads new connections over the sockets evenly; with one shared socket, the
+    worker that wakes first accepts a whole burst and the others idle. The supervisor keeps
+    every socket, so a restarted worker takes over its predecessor's queue of connections.
+    """
+    # A plain bind first: it fails if anything listens on the port already, even another
+    # ciolake, which SO_REUSEPORT alone would let join in silently.
+    probe = _listening_socket(host, port, reuse_port=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return [_listening_socket(host, port, reuse_port=True) for _ in range(count)]
+
+
+def _listening_socket(
+    host: str, port: int, *, reuse_port: bool, what: str = "the webhook listener"
+) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} for {what}: {exc.strerror}"
+            " (is another server using the port? choose another with"
+            f" {'--admin-port' if 'admin' in what else '--port'})"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,1 @@
+"""A realistic simulated history with known rates (``ciolake simulate``)."""

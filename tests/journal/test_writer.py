@@ -1,0 +1,215 @@
+"""The journal: durable appends, group commit, torn-tail recovery and segment retirement."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from ciolake.errors import JournalUnavailableError
+from ciolake.journal.records import JournalRecord, encode_record, scan_segment
+from ciolake.journal.writer import Journal
+
+
+def make_journal(
+    directory: Path, *, segment_max_bytes: int = 1 << 20
+) -> tuple[Journal, list[JournalRecord], list[float]]:
+    durable: list[JournalRecord] = []
+    fsyncs: list[float] = []
+    journal = Journal(
+        directory,
+        segment_max_bytes=segment_max_bytes,
+        on_durable=durable.extend,
+        observe_fsync=fsyncs.append,
+    )
+    return journal, durable, fsyncs
+
+
+async def append_many(journal: Journal, bodies: list[bytes]) -> list[JournalRecord]:
+    return list(
+        await asyncio.gather(
+            *(
+                journal.append(received_at_us=i, x_cio_timestamp=1000 + i, flags=i % 2, body=b)
+                for i, b in enumerate(bodies)
+            )
+        )
+    )
+
+
+def test_appends_are_durable_and_recovered_in_order(tmp_path: Path) -> None:
+    bodies = [f'{{"n":{i}}}'.encode() * (i % 7 + 1) for i in range(200)]
+
+    async def scenario() -> list[JournalRecord]:
+        journal, durable, _ = make_journal(tmp_path)
+        journal.open(applied_lsn=0, min_next_lsn=1)
+        records = await append_many(journal, bodies)
+        await journal.close()
+        assert [r.lsn for r in durable] == [r.lsn for r in records]
+        return records
+
+    records = asyncio.run(scenario())
+    assert [r.lsn for r in records] == list(range(1, 201))
+    reopened, _, _ = make_journal(tmp_path)
+    recovered = reopened.open(applied_lsn=0, min_next_lsn=1)
+    assert recovered == records
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
+    async def scenario() -> list[float]:
+        journal, _, fsyncs = make_journal(tmp_path)
+        journal.open(applied_lsn=0, min_next_lsn=1)
+        await append_many(journal, [b"x" * 100] * 500)
+        await journal.close()
+        return fsyncs
+
+    fsyncs = asyncio.run(scenario())
+    # 500 concurrent appends: the first flush takes one, the next all who queued meanwhile.
+    assert 1 <= len(fsyncs) < 50
+
+
+def test_recovery_skips_applied_records_and_continues_numbering(tmp_path: Path) -> None:
+    async def write(journal: Journal, count: int) -> list[JournalRecord]:
+        records = await append_many(journal, [b"a"] * count)
+        await journal.close()
+        return records
+
+    first, _, _ = make_journal(tmp_path)
+    first.open(applied_lsn=0, min_next_lsn=1)
+    asyncio.run(write(first, 10))
+    second, _, _ = make_journal(tmp_path)
+    unapplied = second.open(applied_lsn=6, min_next_lsn=7)
+    assert [r.lsn for r in unapplied] == [7, 8, 9, 10]
+    more = asyncio.run(write(second, 3))
+    assert [r.lsn for r in more] == [11, 12, 13]
+
+
+def test_numbering_never_goes_below_what_the_tables_have_seen(tmp_path: Path) -> None:
+    journal, _, _ = make_journal(tmp_path)
+    assert journal.open(applied_lsn=500, min_next_lsn=501) == []
+
+    async def one() -> JournalRecord:
+        record = await journal.append(received_at_us=1, x_cio_timestamp=1, flags=0, body=b"z")
+        await journal.close()
+        return record
+
+    assert asyncio.run(one()).lsn == 501
+
+
+def _journal_with_records(tmp_path: Path, count: int) -> tuple[Path, list[JournalRecord]]:
+    journal, _, _ = make_journal(tmp_path)
+    journal.open(applied_lsn=0, min_next_lsn=1)
+
+    async def write() -> list[JournalRecord]:
+        records = await append_many(journal, [f"body-{i}".encode() * 3 for i in range(count)])
+        await journal.close()
+        return records
+
+    records = asyncio.run(write())
+    (segment,) = sorted(tmp_path.glob("*.seg"))
+    return segment, records
+
+
+def test_torn_tail_at_every_byte_offset_keeps_every_earlier_record(tmp_path: Path) -> None:
+    segment, records = _journal_with_records(tmp_path, 5)
+    whole = segment.read_bytes()
+    last_size = len(encode_record(records[-1]))
+    start_of_last = len(whole) - last_size
+    for cut in range(start_of_last, len(whole)):
+        segment.write_bytes(whole[:cut])
+        journal, _, _ = make_journal(tmp_path)
+        recovered = journal.open(applied_lsn=0, min_next_lsn=1)
+        assert recovered == records[:-1], cut
+        assert segment.stat().st_size == start_of_last, cut
+    segment.write_bytes(whole)
+    journal, _, _ = make_journal(tmp_path)
+    assert journal.open(applied_lsn=0, min_next_lsn=1) == records
+
+
+def test_a_corrupt_byte_in_the_last_record_drops_only_it(tmp_path: Path) -> None:
+    segment, records = _journal_with_records(tmp_path, 4)
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    journal, _, _ = make_journal(tmp_path)
+    assert journal.open(applied_lsn=0, min_next_lsn=1) == records[:-1]
+
+
+def test_garbage_after_the_records_is_dropped(tmp_path: Path) -> None:
+    segment, records = _journal_with_records(tmp_path, 3)
+    with segment.open("ab") as handle:
+        handle.write(b"\xff" * 5000)
+    parsed, intact = scan_segment(segment.read_bytes())
+    assert parsed == records
+    assert intact == segment.stat().st_size - 5000
+
+
+def test_segments_rotate_and_retire_once_applied(tmp_path: Path) -> None:
+    journal, _, _ = make_journal(tmp_path, segment_max_bytes=300)
+    journal.open(applied_lsn=0, min_next_lsn=1)
+
+    async def write() -> None:
+        for i in range(20):
+            await journal.append(received_at_us=i, x_cio_timestamp=i, flags=0, body=b"y" * 100)
+
+    asyncio.run(write())
+    before = sorted(tmp_path.glob("*.seg"))
+    assert len(before) >= 5
+    removed = journal.retire(10)
+    after = sorted(tmp_path.glob("*.seg"))
+    assert removed >= 2
+    assert len(after) == len(before) - removed
+    remaining, _, _ = make_journal(tmp_path)
+    lsns = [r.lsn for r in remaining.open(applied_lsn=0, min_next_lsn=1)]
+    assert lsns[0] <= 11
+    assert lsns[-1] == 20
+
+
+def test_a_failed_write_raises_keeps_earlier_records_and_recovers(tmp_path: Path) -> None:
+    real_write = os.write
+    failing = {"on": False}
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if failing["on"]:
+            # Half the bytes reach the file, then the disk is full.
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    async def scenario() -> tuple[list[JournalRecord], Journal]:
+        journal, durable, _ = make_journal(tmp_path)
+        journal.open(applied_lsn=0, min_next_lsn=1)
+        with mock.patch("ciolake.journal.writer.os.write", side_effect=write):
+            good = await append_many(journal, [b"before"] * 3)
+            failing["on"] = True
+            with pytest.raises(JournalUnavailableError, match="No space left"):
+                await journal.append(
+                    received_at_us=9, x_cio_timestamp=9, flags=0, body=b"lost" * 50
+                )
+            assert not journal.healthy
+            failing["on"] = False
+            after = await journal.append(
+                received_at_us=10, x_cio_timestamp=10, flags=0, body=b"after"
+            )
+            assert journal.healthy
+        await journal.close()
+        assert [r.body for r in durable] == [b"before"] * 3 + [b"after"]
+        return [*good, after], journal
+
+    written, _ = asyncio.run(scenario())
+    reopened, _, _ = make_journal(tmp_path)
+    assert reopened.open(applied_lsn=0, min_next_lsn=1) == written
+
+
+def test_appends_after_close_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal, _, _ = make_journal(tmp_path)
+        journal.open(applied_lsn=0, min_next_lsn=1)
+        await journal.close()
+        with pytest.raises(JournalUnavailableError):
+            await journal.append(received_at_us=1, x_cio_timestamp=1, flags=0, body=b"late")
+
+    asyncio.run(scenario())

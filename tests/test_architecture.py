@@ -1,0 +1,100 @@
+"""The arrows between the rooms, enforced: which module may import what.
+
+Read from the source (every ``import``, at module level or inside a function), plus one check
+at run time: what a worker process (the request path) actually loads.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import ciolake
+
+PACKAGE = Path(ciolake.__file__).parent
+HEAVY = ("pyarrow", "deltalake", "duckdb")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path) -> Iterator[str]:
+    """Every module ``path`` imports, absolute, at any depth of the file."""
+    tree = ast.parse(path.read_text())
+    package = (
+        module_name(path).rpartition(".")[0] if path.name != "__init__.py" else module_name(path)
+    )
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base]) if base else ".".join(parent)
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(path): set(imported(path)) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def importers_of(target: str) -> set[str]:
+    return {
+        module
+        for module, names in graph().items()
+        if any(name == target or name.startswith(target + ".") for name in names)
+    }
+
+
+def within(module: str, *rooms: str) -> bool:
+    return any(module == room or module.startswith(room + ".") for room in rooms)
+
+
+@pytest.mark.parametrize(
+    ("library", "allowed"),
+    [
+        ("deltalake", ("ciolake.lake.delta",)),
+        ("duckdb", ("ciolake.analytics.duck",)),
+        ("httpx", ("ciolake.customerio", "ciolake.checks")),
+    ],
+)
+def test_a_heavy_library_is_imported_by_its_one_room(
+    library: str, allowed: tuple[str, ...]
+) -> None:
+    strays = sorted(m for m in importers_of(library) if not within(m, *allowed))
+    assert not strays, f"{library} imported outside {allowed}: {strays}"
+
+
+@pytest.mark.parametrize("upper", ["ciolake.cli", "ciolake.web"])
+def test_lower_rooms_never_import_the_command_line_or_the_web_app(upper: str) -> None:
+    # ``python -m ciolake`` runs the command line; the worker process serves the web app.
+    allowed = ("ciolake.cli", "ciolake.web", "ciolake.__main__", "ciolake.runtime.worker")
+    strays = sorted(m for m in importers_of(upper) if not within(m, *allowed))
+    assert not strays, f"{upper} imported by lower rooms: {strays}"
+
+
+def test_the_request_path_loads_no_heavy_library() -> None:
+    code = (
+        "import sys\n"
+        "import ciolake.runtime.worker, ciolake.web.app, ciolake.receive.webhook\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_graph_is_read_whole() -> None:
+    modules = graph()
+    assert "ciolake.runtime.worker" in modules
+    assert any("ciolake.receive.intake" in names for names in modules.values())
