@@ -4,7 +4,8 @@ Every rate is exact by construction. For each channel and each day, ``deliveries
 sent; ``round(rate * n)`` of the eligible ones get each outcome, chosen by a seeded sample, so a
 test can assert exact equality of numerators and denominators. The bodies follow the spec's
 schemas (no ``spec_violations``) and are signed, verified and handed to a
-:class:`ciolake.runtime.embedded.Receiver` (journal, committer, Delta) whose clock is the simulated one:
+:class:`ciolake.runtime.embedded.Receiver` (journal, committer, Delta) whose clock is the
+simulated one:
 ``received_at`` is the event time plus a realistic lag, some events arrive hours late, some are
 delivered again later (Customer.io retries), and some deliveries go to quarantine.
 
@@ -945,8 +946,8 @@ def feed(
 ) -> Landed:
     """Deliver bodies to an in-process receiver, as Customer.io would, and wait until landed.
 
-    Each body is signed as Customer.io signs it and verified by :func:`ciolake.receive.verify.verify`
-    at its simulated receipt time; the receiver journals it with that time as ``received_at``.
+    Each body is signed as Customer.io signs it and verified by
+    :func:`ciolake.receive.verify.verify` at its simulated receipt time; the receiver journals it with that time as ``received_at``.
 
     Args:
         settings: where the journal, state and tables live.
