@@ -947,7 +947,8 @@ def feed(
     """Deliver bodies to an in-process receiver, as Customer.io would, and wait until landed.
 
     Each body is signed as Customer.io signs it and verified by
-    :func:`ciolake.receive.verify.verify` at its simulated receipt time; the receiver journals it with that time as ``received_at``.
+    :func:`ciolake.receive.verify.verify` at its simulated receipt time; the receiver journals
+    it with that time as ``received_at``.
 
     Args:
         settings: where the journal, state and tables live.
