@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint test-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 # What the tests need besides Python, each installed only when missing: Debian's Chromium
 # (the dashboard's browser test) and promtool (checks deploy/prometheus/alerts.yml).

@@ -473,3 +473,25 @@ def received_and_compacted(
     maintenance.compact_all(settings.tables_location, tables=None, before=None, retention_hours=0)
     (raw_file,) = DeltaTable(str(settings.data_dir / "tables" / "raw_events")).file_uris()
     return settings, raw_file
+
+
+@contextmanager
+def tmpfs(path: Path, *, size: str = "1m", read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs mounted at ``path`` (made if missing): a real file system that fills up
+    (ENOSPC) or refuses every write (read-only), which permission bits cannot do for root.
+
+    Skips the test where mounting is not allowed.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

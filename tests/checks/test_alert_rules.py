@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from ciolake.checks.rules import Thresholds
 from ciolake.metrics import Metrics
+from tests.support import promtool
 
 RULES_DIR = Path(__file__).parents[2] / "deploy" / "prometheus"
 RULES = RULES_DIR / "alerts.yml"
 RULE_TESTS = RULES_DIR / "alerts_test.yml"
-
-
-def promtool() -> str:
-    """The promtool `make test-deps` unpacks into the venv, else one on PATH; skip without."""
-    beside = Path(sys.executable).parent / "promtool"
-    found = str(beside) if beside.exists() else shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool is missing: `make test-deps` installs it")
-    return found
 
 
 def rules() -> list[dict[str, Any]]:

@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,6 +27,7 @@ from tests.support import (
     sample_bodies,
     signed_headers,
     table_rows,
+    tmpfs,
     wait_until_committed,
 )
 
@@ -43,23 +42,6 @@ ADMIN_ONLY = [
     "/dashboard/static/dashboard.js",
     "/dashboard/static/dashboard.css",
 ]
-
-
-@contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` at ``path``: a real file system that fills up (ENOSPC)."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(directory: Path) -> Path:
@@ -171,7 +153,7 @@ def test_admin_on_all_interfaces_with_a_token_starts(tmp_path: Path) -> None:
 
 def test_readiness_heals_without_traffic_once_the_full_disk_has_room(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with small_tmpfs(data_dir / "journal", "2m") as journal:
+    with tmpfs(data_dir / "journal", size="2m") as journal:
         with running_server(data_dir) as server, httpx.Client(timeout=10) as client:
             bodies = sample_bodies(2, seed=43, timestamp=int(time.time()))
             filler = fill(journal)
@@ -200,7 +182,7 @@ def test_readiness_heals_without_traffic_once_the_full_disk_has_room(tmp_path: P
 def test_readiness_heals_when_a_failing_commit_succeeds_on_retry(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     bodies = sample_bodies(20, seed=44, timestamp=int(time.time()))
-    with small_tmpfs(data_dir / "tables", "24m") as tables:
+    with tmpfs(data_dir / "tables", size="24m") as tables:
         with running_server(data_dir) as server, httpx.Client(timeout=10) as client:
             filler = fill(tables)
             for body in bodies:
@@ -239,7 +221,7 @@ def test_no_answer_or_log_line_carries_a_body_a_key_or_an_error_text(tmp_path: P
     env = {"CIOLAKE_SIGNING_KEYS": "", "CIOLAKE_SIGNING_KEYS_FILE": str(keys_file)}
     answers: dict[str, int] = {}
     with (
-        small_tmpfs(data_dir / "journal", "2m") as journal,
+        tmpfs(data_dir / "journal", size="2m") as journal,
         running_server(data_dir, env=env) as server,
         httpx.Client(timeout=10) as client,
     ):

@@ -20,7 +20,14 @@ from tests.mistakes.conftest import (
     RunCiolake,
     assert_one_line_error,
 )
-from tests.support import TEST_KEY, free_port, running_server, sample_bodies, signed_headers
+from tests.support import (
+    TEST_KEY,
+    free_port,
+    running_server,
+    sample_bodies,
+    signed_headers,
+    tmpfs,
+)
 
 KEY_ENV = {"CIOLAKE_SIGNING_KEYS": TEST_KEY}
 
@@ -88,19 +95,8 @@ def test_an_unwritable_data_dir_is_one_line(
 
 
 def test_a_read_only_data_dir_is_one_line(run_ciolake: RunCiolake, tmp_path: Path) -> None:
-    target = tmp_path / "ro"
-    target.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", read_only=True) as target:
         result = run_ciolake("serve", "--data-dir", target, "--port", free_port(), env=KEY_ENV)
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
     assert_one_line_error(result, EXIT_FAILURE, "read-only")
 
 

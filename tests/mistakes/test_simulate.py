@@ -28,6 +28,7 @@ from tests.support import (
     sample_bodies,
     signed_headers,
     table_rows,
+    tmpfs,
     wait_until_committed,
 )
 
@@ -64,19 +65,8 @@ def test_refused_while_serve_uses_the_directory(tmp_path: Path, run_ciolake: Run
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory on a read-only tmpfs (root ignores permission bits, not a read-only mount)."""
-    mount_point = tmp_path / "read-only"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "read-only", read_only=True) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ from tests.support import (
     sample_bodies,
     signed_headers,
     table_rows,
+    tmpfs,
     truncate_last_commit,
     wait_until_committed,
 )
@@ -243,16 +244,8 @@ def test_replay_rebuilds_a_channel_table_that_was_deleted(
 
 @contextlib.contextmanager
 def read_only_mount(path: Path) -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(path)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
+    with tmpfs(path, read_only=True) as mounted:
+        yield mounted
 
 
 @pytest.mark.parametrize(

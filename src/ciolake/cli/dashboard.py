@@ -6,7 +6,6 @@ default, and a token (``CIOLAKE_ADMIN_TOKEN``) required to listen anywhere else.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Annotated
 
@@ -15,8 +14,8 @@ import uvicorn
 
 from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.dashboard.app import dashboard_app
-from ciolake.errors import ConfigurationError
 from ciolake.logs import configure_logging
+from ciolake.runtime.sockets import listening_socket
 from ciolake.settings import check_admin_exposure, load_settings
 from ciolake.web.admin_auth import guarded
 
@@ -38,7 +37,7 @@ def dashboard(
     check_admin_exposure(settings.admin_host, settings.admin_token)
     configure_logging(settings.log_level)
     # Bound before the URL is printed: a port in use is one line, not a URL and then a failure.
-    sock = _listen(settings.admin_host, port)
+    sock = listening_socket(settings.admin_host, port, reuse_port=False, what="the dashboard")
     bound = sock.getsockname()[1]
     typer.echo(
         f"Dashboard of {settings.tables_location} on http://{settings.admin_host}:{bound}/dashboard"
@@ -53,18 +52,3 @@ def dashboard(
         server_header=False,
     )
     uvicorn.Server(config).run(sockets=[sock])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(
-            f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)"
-        ) from exc
-    sock.listen(128)
-    return sock

@@ -29,6 +29,7 @@ from ciolake.runtime.core import Runtime
 from ciolake.runtime.launch import WorkerLaunch, launch_input, worker_command
 from ciolake.runtime.locks import lock_data_dir
 from ciolake.runtime.memory import keep_large_blocks_apart
+from ciolake.runtime.sockets import listening_socket
 from ciolake.settings import Settings, decode_settings, encode_settings
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class Supervisor:
         )
         self.runtime.open()
         self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
-        self._admin_socket = _listening_socket(
+        self._admin_socket = listening_socket(
             settings.admin_host, settings.admin_port, reuse_port=False, what="the admin listener"
         )
         # Port 0 means "any": workers must know the ports they got, to tell the listeners apart.
@@ -214,32 +215,10 @@ def _bind_all(host: str, port: int, *, count: int) -> list[socket.socket]:
     """
     # A plain bind first: it fails if anything listens on the port already, even another
     # ciolake, which SO_REUSEPORT alone would let join in silently.
-    probe = _listening_socket(host, port, reuse_port=False)
+    probe = listening_socket(host, port, reuse_port=False)
     port = probe.getsockname()[1]
     probe.close()
-    return [_listening_socket(host, port, reuse_port=True) for _ in range(count)]
-
-
-def _listening_socket(
-    host: str, port: int, *, reuse_port: bool, what: str = "the webhook listener"
-) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(
-            f"cannot listen on {host}:{port} for {what}: {exc.strerror}"
-            " (is another server using the port? choose another with"
-            f" {'--admin-port' if 'admin' in what else '--port'})"
-        ) from exc
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    return [listening_socket(host, port, reuse_port=True) for _ in range(count)]
 
 
 def _url_host(host: str) -> str:
