@@ -34,6 +34,9 @@ from ciolake.journal.records import (
 logger = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 1.0
+# The first probe waits this long after a failure, so the failure is seen (in /ready and the
+# metrics) before a probe may clear it.
+PROBE_FIRST_AFTER_S = 2.0
 # A page: small enough to pass on an almost full disk only when the disk takes writes again.
 _PROBE_BYTES = b"\0" * 4096
 _PROBE_NAME = ".write-probe"
@@ -83,6 +86,7 @@ class Journal:
         self._stop_probe = threading.Event()
         self.last_error: str | None = None
         self.last_errno = 0
+        self._failed_at = 0.0
 
     @property
     def healthy(self) -> bool:
@@ -127,7 +131,7 @@ class Journal:
 
     def _probe_loop(self) -> None:
         while not self._stop_probe.wait(PROBE_INTERVAL_S):
-            if not self.healthy:
+            if not self.healthy and time.monotonic() - self._failed_at >= PROBE_FIRST_AFTER_S:
                 self.probe()
 
     def probe(self) -> bool:
@@ -201,6 +205,7 @@ class Journal:
                 except OSError as exc:
                     self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
                     self.last_errno = exc.errno or -1
+                    self._failed_at = time.monotonic()
                     waiter.set_exception(JournalUnavailableError(self.last_error))
                     waiter.exception()  # marks it retrieved when every waiter has gone
                     continue
