@@ -32,8 +32,11 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Everything but Spark on every core (pytest-xdist), then the Spark tests in one process, so
+# that one JVM serves them all (xdist's loadgroup does not group under pytest 9.2: xdist#1386).
 test: lint test-deps
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto -m "not spark"
+	$(BIN)/pytest -m spark
 
 # What the tests need besides Python, each installed only when missing: Debian's Chromium
 # (the dashboard's browser test) and promtool (checks deploy/prometheus/alerts.yml).

@@ -25,12 +25,15 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
 from ciolake.analytics.duck import delta_connection
+from ciolake.events.decode import Typed, decode_event
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
-from ciolake.lake import maintenance
+from ciolake.journal.records import JournalRecord
+from ciolake.lake import maintenance, rows
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.receive.verify import Verdict, sign
 from ciolake.runtime.embedded import Receiver
@@ -254,20 +257,36 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 @contextmanager
 def s3_server(bucket: str = "lake") -> Iterator[S3Server]:
-    """moto's S3 server in this process on a loopback port, stopped afterwards."""
-    import boto3
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server in a process of its own on a loopback port, stopped afterwards.
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
-    client.create_bucket(Bucket=bucket)
+    Not in the test's process: delta-rs's storage handler holds the GIL while it waits for
+    the store, so a server in the same interpreter would stall until the request times out.
+    """
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.1)
+        client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+        client.create_bucket(Bucket=bucket)
         yield S3Server(endpoint, bucket)
     finally:
-        server.stop()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -453,6 +472,16 @@ def truncate_last_commit(table: Path) -> None:
     """Cut a table's last commit file short, as a torn write would."""
     last = sorted((table / "_delta_log").glob("*.json"))[-1]
     last.write_bytes(last.read_bytes()[:200])
+
+
+def email_batch(count: int, *, seed: int) -> pa.Table:
+    """``email_events`` rows of the sample deliveries among ``count`` that type as email."""
+    items = [
+        (JournalRecord(i, NOW * 1_000_000, NOW, 0, b, 0), decode_event(b))
+        for i, b in enumerate(sample_bodies(count, seed=seed, timestamp=NOW), start=1)
+    ]
+    email = [(r, t) for r, t in items if isinstance(t, Typed) and t.table == "email_events"]
+    return rows.channel_table("email_events", email)
 
 
 def email_events(settings: Settings) -> DeltaTable:

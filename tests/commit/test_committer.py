@@ -166,3 +166,29 @@ def test_stale_deliveries_go_to_quarantine_not_the_channel(tmp_path: Path, stale
     else:
         assert quarantine == []
         assert len(all_channel_ids(settings.data_dir)) == 1
+
+
+def test_slow_commits_make_batches_larger_and_fewer(tmp_path: Path) -> None:
+    # As delta-rs's commits to a table of many files would: 0.4 s per batch's commits.
+    settings = make_settings(tmp_path, flush_interval_s=1.0, batch_max_events=500)
+    bodies = make_bodies(4_000)
+    append_all = DeltaWriter.append_all
+    batch_sizes: list[int] = []
+
+    def slow_append_all(
+        self: DeltaWriter, batches: Mapping[str, Any], *, versions: Mapping[int, int]
+    ) -> dict[str, float]:
+        batch_sizes.append(batches["raw_events"].num_rows)
+        time.sleep(0.4)
+        return append_all(self, batches, versions=versions)
+
+    with mock.patch.object(DeltaWriter, "append_all", slow_append_all):
+        receiver = run_receiver(settings, bodies)
+    assert len(event_ids(settings.data_dir, "raw_events")) == 4_000
+    assert sorted(all_channel_ids(settings.data_dir)) == sorted(
+        json.loads(b)["event_id"] for b in bodies
+    )
+    assert batch_sizes[0] == 500, "the first batch keeps the configured bound"
+    assert max(batch_sizes) > 500, "slow commits let later batches grow"
+    assert len(batch_sizes) < 4_000 // 500
+    assert receiver.committer.batch_interval() >= 4.0

@@ -8,6 +8,7 @@ and the next batch wrote the rest of the landed batch again.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -111,10 +112,11 @@ def test_a_table_transaction_version_never_goes_down(tmp_path: Path) -> None:
     seen: list[int] = []
     for version in range(1, raw_table.version() + 1):
         log = data_dir / "tables" / RAW_EVENTS / "_delta_log" / f"{version:020d}.json"
+        actions = [json.loads(line) for line in log.read_text().splitlines() if line]
         seen += [
-            int(line.split('"version":')[1].split(",")[0])
-            for line in log.read_text().splitlines()
-            if line.startswith('{"txn":{"appId":"ciolake-journal-1"')
+            a["txn"]["version"]
+            for a in actions
+            if "txn" in a and a["txn"]["appId"] == "ciolake-journal-1"
         ]
     assert seen == sorted(seen)
     assert seen[-1] == 30

@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 
 from ciolake.lake.files import DataFile, file_stats, write_files
+from ciolake.lake.storage import LocalStorage
 from ciolake.lake.tables import RAW_EVENTS, RAW_SPEC
 from ciolake.lake.writer import app_id
 from tests.lake.conftest import WriterFactory, raw_event_row
@@ -235,7 +236,9 @@ def test_null_partition_values_go_to_the_hive_default_directory(tmp_path: Path) 
         }
     )
 
-    actions = adds(write_files(tmp_path, rows, partition_by="bucket", now=1_700_000_000.25))
+    actions = adds(
+        write_files(LocalStorage(tmp_path), rows, partition_by="bucket", now=1_700_000_000.25)
+    )
 
     by_value = {action.partition_values["bucket"]: action for action in actions}
     assert set(by_value) == {"2024-01-02", None}
@@ -257,7 +260,7 @@ def test_a_partition_column_that_is_all_null_gets_one_default_file(tmp_path: Pat
         {"bucket": pa.array([None, None], pa.date32()), "n": pa.array([1, 2], pa.int64())}
     )
 
-    (action,) = adds(write_files(tmp_path, rows, partition_by="bucket"))
+    (action,) = adds(write_files(LocalStorage(tmp_path), rows, partition_by="bucket"))
 
     assert action.partition_values == {"bucket": None}
     assert action.path.startswith("bucket=__HIVE_DEFAULT_PARTITION__/")

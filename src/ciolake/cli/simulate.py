@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ciolake.errors import InputError
-from ciolake.lake.writer import local_directory
+from ciolake.lake.location import parse_location
 from ciolake.runtime.locks import lock_data_dir
 from ciolake.settings import Settings, load_settings
 from ciolake.simulate.simulator import (
@@ -262,7 +262,7 @@ def _claim(settings: Settings, *, into_existing: bool) -> None:
     except OSError as exc:
         raise _unusable(settings.data_dir, exc) from exc
     try:
-        tables = local_directory(settings.tables_location)
+        tables = parse_location(settings.tables_location).path
         if tables is not None and settings.tables_uri is not None:
             _make_directory(tables, flag="--tables-uri")
         foreign = 0 if into_existing else foreign_deliveries(settings.tables_location)

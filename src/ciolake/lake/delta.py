@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, RemoveAction
 
 __all__ = [
     "AddAction",
     "CommitFailedError",
     "CommitProperties",
     "DeltaError",
+    "DeltaStorageHandler",
     "DeltaTable",
+    "RemoveAction",
     "TableNotFoundError",
     "Transaction",
     "WriterProperties",

@@ -1,9 +1,9 @@
-"""Parquet data files for a Delta commit, written by pyarrow's streaming Parquet writer.
+"""Parquet data files for a Delta commit, written by pyarrow's Parquet writer.
 
 ``write_deltalake`` needs about six times a batch's size in memory and three times the CPU of
 pyarrow's writer (measured on a 5,000-event batch: 150 MiB and 30 us per event, against 18 MiB
-and 12 us). So for tables on a local filesystem the writer writes the files itself and commits
-them with ``DeltaTable.create_write_transaction``, in the layout delta-rs uses: one file per
+and 12 us). So ciolake writes the files itself, to the table's storage (``lake/storage.py``),
+and delta-rs commits them (``lake/transactions.py``), in the layout delta-rs uses: one file per
 partition value, Hive-style directories, partition columns kept out of the files, and per-file
 statistics (row count, null counts, min and max) for the first 32 columns, as Delta's
 ``dataSkippingNumIndexedCols`` default asks.
@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from ciolake.journal.fsync import fsync_directory
-from ciolake.lake.delta import AddAction
+from ciolake.lake.delta import AddAction, RemoveAction
+from ciolake.lake.storage import COMPRESSION, TableStorage
 
 # Delta's default number of leading columns with statistics.
 STATS_COLUMNS = 32
 # Longer strings get no min/max: a truncated max would be below the real one.
 _MAX_STAT_STRING = 32
-_COMPRESSION = "snappy"
 # Above this mean length a string column is written without a dictionary.
 _LONG_TEXT_BYTES = 256
 
@@ -46,33 +42,33 @@ class DataFile:
     modification_time: int
     stats: str
 
-    def add_entry(self) -> dict[str, Any]:
-        """The file's ``add`` action as a Delta log line."""
-        return {
-            "add": {
-                "path": self.path,
-                "partitionValues": self.partition_values,
-                "size": self.size,
-                "modificationTime": self.modification_time,
-                "dataChange": True,
-                "stats": self.stats,
-            }
-        }
-
     def add_action(self) -> AddAction:
-        """The same, for ``DeltaTable.create_write_transaction``."""
+        """The file's ``add`` action, for ``DeltaTable.create_write_transaction``."""
         return AddAction(
             self.path, self.size, self.partition_values, self.modification_time, True, self.stats
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RemovedFile:
+    """A data file a commit takes out of the table, as its ``add`` action described it."""
+
+    path: str
+    size: int
+    partition_values: dict[str, str | None]
+
+    def remove_action(self, now_ms: int) -> RemoveAction:
+        """The file's ``remove`` action (its rows change: ``dataChange``)."""
+        return RemoveAction(self.path, True, now_ms, self.size, self.partition_values)
+
+
 def write_files(
-    table_root: Path, rows: pa.Table, *, partition_by: str, now: float | None = None
+    storage: TableStorage, rows: pa.Table, *, partition_by: str, now: float | None = None
 ) -> list[DataFile]:
-    """Write ``rows`` as one Parquet file per value of ``partition_by``, each synced to disk.
+    """Write ``rows`` as one Parquet file per value of ``partition_by``, each durable.
 
     Args:
-        table_root: the Delta table's directory.
+        storage: the Delta table's storage.
         rows: rows with the table's full schema, the partition column included.
         partition_by: the table's (single) partition column.
         now: modification time to record, unix seconds (defaults to the clock).
@@ -82,35 +78,19 @@ def write_files(
     files: list[DataFile] = []
     for value in values:
         data = _partition(rows, partition_by, value, alone=len(values) == 1)
-        name = f"part-00000-{uuid.uuid4()}-c000.{_COMPRESSION}.parquet"
+        name = f"part-00000-{uuid.uuid4()}-c000.{COMPRESSION}.parquet"
         relative = f"{partition_by}={_partition_directory(value)}/{name}"
-        path = table_root / relative
-        _write_parquet(path, data)
+        size = storage.write_parquet(relative, data, dictionary=dictionary_columns(data))
         files.append(
             DataFile(
                 relative,
-                path.stat().st_size,
+                size,
                 {partition_by: _partition_text(value)},
                 stamp,
                 json.dumps(file_stats(data)),
             )
         )
     return files
-
-
-def _write_parquet(path: Path, data: pa.Table) -> None:
-    # Synced: the journal is deleted once the commit is in, so the files must outlive a crash.
-    new_directory = not path.parent.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
-        pq.write_table(
-            data, handle, compression=_COMPRESSION, use_dictionary=dictionary_columns(data)
-        )
-        handle.flush()
-        os.fsync(handle.fileno())
-    fsync_directory(path.parent)
-    if new_directory:
-        fsync_directory(path.parent.parent)
 
 
 def dictionary_columns(data: pa.Table) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ciolake.lake.deletions import live_rows
 from ciolake.lake.delta import DeltaTable
 from ciolake.lake.health import open_table, open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location, require_location
@@ -44,7 +45,7 @@ def _summary(location: TablesLocation, name: str, table: DeltaTable | None) -> T
             name,
             uri,
             exists=True,
-            rows=table.count(),
+            rows=live_rows(table),
             version=table.version(),
             files=len(table.file_uris()),
         )

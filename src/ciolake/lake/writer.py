@@ -8,27 +8,30 @@ journaled deliveries a table already holds, and never writes a batch twice.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pyarrow as pa
 
 from ciolake.errors import TableWriteError
 from ciolake.lake.delta import CommitProperties, DeltaTable, Transaction, write_deltalake
-from ciolake.lake.files import write_files
+from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location
 from ciolake.lake.location import storage_options as location_options
-from ciolake.lake.log import LocalDeltaLog, MetadataChangedError
+from ciolake.lake.storage import TableStorage, table_storage
 from ciolake.lake.tables import ALL_SPECS
+from ciolake.lake.transactions import CommitConflictError, UnsupportedTableError, commit_files
 
+logger = logging.getLogger(__name__)
 
-def local_directory(uri: str) -> Path | None:
-    """The directory of a table location on the local filesystem, or None for object stores."""
-    return parse_location(uri).path
+# A checkpoint every 10 versions instead of Delta's 100: each commit's refresh then replays at
+# most ten commit files, which halved delta-rs's CPU per commit (58 ms to 26 ms for a table
+# of 500 files, measured here). Any Delta reader honours the property.
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 
 
 def ensure_tables(
@@ -61,6 +64,7 @@ def _create(location: TablesLocation, name: str) -> DeltaTable:
             mode="ignore",
             partition_by=[spec.partition_by],
             storage_options=location_options(location),
+            configuration=TABLE_PROPERTIES,
         )
 
 
@@ -81,11 +85,10 @@ class DeltaWriter:
         """
         self._location = parse_location(tables_uri)
         self._root = self._location.uri
-        self._local_root = self._location.path
         # The location's time limits, for every call on an object store.
         self._storage_options = location_options(self._location)
         self._tables: dict[str, DeltaTable] = {}
-        self._logs: dict[str, LocalDeltaLog] = {}
+        self._storages = {name: table_storage(self._location, name) for name in ALL_SPECS}
         # Per table and stream, the highest transaction version committed or read.
         self._txn: dict[str, dict[int, int]] = {}
         self._lock = threading.Lock()
@@ -124,8 +127,6 @@ class DeltaWriter:
 
     def _track(self, name: str, table: DeltaTable) -> None:
         self._tables[name] = table
-        if self._local_root is not None:
-            self._logs[name] = LocalDeltaLog(self._local_root / name, version=table.version())
 
     def append_all(
         self, batches: Mapping[str, pa.Table], *, versions: Mapping[int, int]
@@ -162,45 +163,53 @@ class DeltaWriter:
         known = self._txn.setdefault(name, {})
         versions = {k: max(v, known.get(k, 0)) for k, v in versions.items()}
         transactions = [Transaction(app_id(k), v) for k, v in sorted(versions.items())]
-        commit = CommitProperties(app_transactions=transactions)
         spec = ALL_SPECS[name]
-        table = self._tables[name]
-        if self._local_root is None:
-            write_deltalake(
-                table,
-                rows,
-                mode="append",
-                partition_by=[spec.partition_by],
-                commit_properties=commit,
-                storage_options=self._storage_options,
-            )
+        if self._location.remote:
+            self._append_remote(name, rows, transactions)
             known.update(versions)
             return time.monotonic() - started
-        # Local tables: pyarrow writes the files (lake/files.py), and the commit is one JSON
-        # file in the log (lake/log.py); delta-rs takes over if the metadata changed meanwhile.
-        files = write_files(self._local_root / name, rows, partition_by=spec.partition_by)
-        pairs = [(t.app_id, t.version) for t in transactions]
+        storage = self._storages[name]
+        files = write_files(storage, rows, partition_by=spec.partition_by)
         try:
-            self._logs[name].append(
-                files,
-                transactions=pairs,
-                partition_by=spec.partition_by,
-                now_ms=int(time.time() * 1000),
+            commit_files(
+                self._tables[name],
+                storage=storage,
+                spec=spec,
+                adds=files,
+                transactions=transactions,
             )
-        except MetadataChangedError:
-            table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
-            table.create_write_transaction(
-                [f.add_action() for f in files],
-                mode="append",
-                schema=spec.schema,
-                partition_by=[spec.partition_by],
-                commit_properties=commit,
-            )
-            table.update_incremental()
-            self._track(name, table)
+        except (CommitConflictError, UnsupportedTableError):
+            # Nothing was committed: the committer reads the tables again and retries the
+            # batch, and files no commit names would only wait for a vacuum. (After any other
+            # failure the commit may have landed, so its files stay.)
+            _discard(storage, files)
+            raise
         known.update(versions)
         return time.monotonic() - started
+
+    def _append_remote(self, name: str, rows: pa.Table, transactions: list[Transaction]) -> None:
+        # On an object store delta-rs writes the files too: its Python storage handler (what
+        # ``lake/storage.py`` reads and replay writes through) holds the GIL while it waits
+        # for the store and, with a store that stops answering, outlasted its time limits:
+        # in the supervisor that froze the tail and the readiness report. ``write_deltalake``
+        # releases the GIL and keeps the limits; its commit carries the same app transactions.
+        write_deltalake(
+            self._tables[name],
+            rows,
+            mode="append",
+            partition_by=[ALL_SPECS[name].partition_by],
+            commit_properties=CommitProperties(app_transactions=transactions),
+            storage_options=self._storage_options,
+        )
 
     def close(self) -> None:
         """Stop the commit threads."""
         self._pool.shutdown(wait=True)
+
+
+def _discard(storage: TableStorage, files: list[DataFile]) -> None:
+    for data_file in files:
+        try:
+            storage.delete(data_file.path)
+        except OSError as exc:
+            logger.warning("could not delete an uncommitted data file", extra={"error": str(exc)})

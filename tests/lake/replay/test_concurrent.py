@@ -17,11 +17,13 @@ from ciolake.events.decode import Typed, decode_event
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.files import write_files
-from ciolake.lake.log import commit_rewrite
 from ciolake.lake.replay import replayer as replay
 from ciolake.lake.replay.keys import KeyCache
 from ciolake.lake.replay.replayer import Replayer, ReplayRange
+from ciolake.lake.storage import LocalStorage
 from ciolake.lake.table_files import TableFiles
+from ciolake.lake.tables import CHANNEL_SPECS
+from ciolake.lake.transactions import commit_files
 from tests.support import (
     NOW,
     channel_rows,
@@ -47,11 +49,12 @@ def commit_email_row(table: Path, body: bytes, *, received_s: int, lsn: int) -> 
     typed = decode_event(body)
     assert isinstance(typed, Typed)
     record = JournalRecord(lsn, received_s * 1_000_000, received_s, 0, body, 9)
+    storage = LocalStorage(table)
     data = write_files(
-        table, rows.channel_table("email_events", [(record, typed)]), partition_by="event_date"
+        storage, rows.channel_table("email_events", [(record, typed)]), partition_by="event_date"
     )
-    version = DeltaTable(str(table)).version()
-    commit_rewrite(table, read_version=version, removes=[], adds=data, operation="WRITE", now_ms=1)
+    spec = CHANNEL_SPECS["email_events"]
+    commit_files(DeltaTable(str(table)), storage=storage, spec=spec, adds=data)
 
 
 def after_first_email_plan(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:

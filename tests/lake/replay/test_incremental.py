@@ -19,12 +19,13 @@ from deltalake import DeltaTable
 from ciolake.events.decode import Typed, decode_event
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
-from ciolake.lake.files import write_files
-from ciolake.lake.log import ConcurrentRemoveError, RemovedFile, commit_rewrite
+from ciolake.lake.files import RemovedFile, write_files
 from ciolake.lake.replay import reads as replay_reads
 from ciolake.lake.replay import replayer as replay
 from ciolake.lake.replay.replayer import Replayer, ReplayRange
+from ciolake.lake.storage import LocalStorage
 from ciolake.lake.tables import CHANNEL_SPECS, CHANNEL_TABLES
+from ciolake.lake.transactions import CommitConflictError, commit_files
 from ciolake.settings import Settings
 from tests.support import (
     NOW,
@@ -313,20 +314,19 @@ def test_a_rewrite_conflicts_with_a_compaction_of_the_same_files(tmp_path: Path)
         for i, b in enumerate(sample_bodies(400, seed=19, timestamp=NOW), start=1)
     ]
     email = [(r, t) for r, t in items if isinstance(t, Typed) and t.table == "email_events"]
+    storage = LocalStorage(root)
+    table = DeltaTable(str(root))
     for part in (email[:10], email[10:20]):
         data = write_files(
-            root, rows.channel_table("email_events", part), partition_by="event_date"
+            storage, rows.channel_table("email_events", part), partition_by="event_date"
         )
-        commit_rewrite(root, read_version=0, removes=[], adds=data, operation="WRITE", now_ms=1)
-    table = DeltaTable(str(root))
+        commit_files(table, storage=storage, spec=spec, adds=data)
     read_version = table.version()
     first = pa.table(table.get_add_actions(flatten=True)).column("path")[0].as_py()
-    table.optimize.compact()  # removes both files, adds one
+    DeltaTable(str(root)).optimize.compact()  # removes both files, adds one
     removed = RemovedFile(first, 1, {"event_date": time.strftime("%Y-%m-%d", time.gmtime(NOW))})
-    with pytest.raises(ConcurrentRemoveError):
-        commit_rewrite(
-            root, read_version=read_version, removes=[removed], adds=[], operation="X", now_ms=2
-        )
+    with pytest.raises(CommitConflictError):
+        commit_files(table, storage=storage, spec=spec, adds=[], removes=[removed])
     assert DeltaTable(str(root)).version() == read_version + 1
     count = delta_reader().execute(f"SELECT count(*) FROM delta_scan('{root}')").fetchone()
     assert count == (20,)

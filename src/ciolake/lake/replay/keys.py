@@ -11,14 +11,11 @@ from collections import OrderedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from ciolake.lake.table_files import TableFiles, true_indices
 
 KEY_COLUMNS = ["event_id", "received_at", "journal_stream", "journal_lsn"]
 
-_FRAGMENT = "__fragment_index"
 
 # Stored keys kept between chunks: about 50 bytes an event, so a million events' worth.
 DEFAULT_KEY_CACHE_BYTES = 64 * 1024 * 1024
@@ -101,20 +98,11 @@ def stored_keys(
     *,
     candidates: pa.Int64Array,
     ids: pa.ChunkedArray,
-    dates: pa.Array,
-    partition: str,
     cache: KeyCache,
 ) -> pa.Table:
     """The key columns of the stored rows of the chunk's ids, with the file (index) of each."""
     if not len(candidates):
         return _empty_keys()
-    if files.root is None:
-        keys = files.dataset().to_table(
-            columns=[*KEY_COLUMNS, _FRAGMENT],
-            filter=pads.field(partition).isin(dates) & pads.field("event_id").isin(ids),
-        )
-        keys = keys.rename_columns([*KEY_COLUMNS, "file"])
-        return keys.append_column("position", pa.nulls(keys.num_rows, pa.int64()))
     chosen = candidates.to_pylist()
     found = keys_of(files, chosen, cache)
     held = [(i, table) for i in chosen if (table := found[i]).num_rows]
@@ -171,11 +159,10 @@ def _read_keys(files: TableFiles, indices: list[int]) -> dict[int, pa.Table]:
     A file at a time, in this thread: 0.32 ms a committer's file, against 0.6 ms in a dataset
     scan of a few dozen files (whose readers, run ahead, also held buffers of their own).
     """
-    assert files.root is not None
     schema = pa.schema([files.spec.schema.field(c) for c in KEY_COLUMNS])
     keys: dict[int, pa.Table] = {}
     for i in indices:
-        reader = pq.ParquetFile(str(files.root / files.paths[i]), pre_buffer=False)
+        reader = files.parquet_file(i)
         found = reader.read(columns=KEY_COLUMNS, use_threads=False)
         keys[i] = found.cast(schema).combine_chunks()
     return keys

@@ -60,8 +60,7 @@ def rows_of(raw: TableFiles, index: int) -> int:
     """How many rows file ``index`` holds (from its statistics, else its footer)."""
     rows = raw.rows[index]
     if rows is None:
-        assert raw.root is not None
-        rows = pq.ParquetFile(str(raw.root / raw.paths[index])).metadata.num_rows
+        rows = raw.parquet_file(index).metadata.num_rows
     return rows
 
 
@@ -75,14 +74,13 @@ def raw_batches(
     background, and held 1 GiB of bodies while a chunk was decoded, and 800 MiB for one
     compacted file whatever its readahead settings.
     """
-    assert raw.root is not None
     offset = 0
     for index in indices:
         rows = rows_of(raw, index)
         skip, end = max(0, start - offset), rows if stop is None else min(rows, stop - offset)
         offset += rows
         if skip < end:
-            with pq.ParquetFile(str(raw.root / raw.paths[index]), pre_buffer=False) as reader:
+            with raw.parquet_file(index) as reader:
                 day = raw.partitions[index].as_py()
                 yield from _file_raw_batches(raw, reader, day, skip=skip, end=end)
         if stop is not None and offset >= stop:
@@ -116,23 +114,6 @@ def _file_raw_batches(
             yield piece.append_column("received_date", days).cast(target)
 
 
-def remote_raw_batches(
-    dataset: pads.Dataset, expression: pads.Expression | None
-) -> Iterator[pa.Table]:
-    """The raw columns of a remote table's files, a file at a time, a few pages at a time."""
-    target = pa.schema([dataset.schema.field(name) for name in RAW_COLUMNS])
-    in_file = [name for name in RAW_COLUMNS if name != "received_date"]
-    for fragment in dataset.get_fragments(filter=expression):
-        day = pads.get_partition_keys(fragment.partition_expression).get("received_date")
-        with fragment.filesystem.open_input_file(fragment.path) as source:
-            reader = pq.ParquetFile(source, pre_buffer=False)
-            for batch in reader.iter_batches(batch_size=RAW_BATCH_ROWS, columns=in_file):
-                if batch.num_rows:
-                    days = pa.array([day] * batch.num_rows, pa.date32())
-                    piece = pa.Table.from_batches([batch]).append_column("received_date", days)
-                    yield piece.cast(target)
-
-
 def stored_rows(
     files: TableFiles,
     group: pa.Int64Array,
@@ -159,8 +140,7 @@ def _rows_at(
     A compacted file holds a whole partition, of which a chunk wants a few runs of rows.
     Should the rows found be fewer than the positions, the whole file is read after all.
     """
-    assert files.root is not None
-    reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
+    reader = files.parquet_file(index)
     metadata = reader.metadata
     ends = list(
         itertools.accumulate(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
@@ -258,12 +238,11 @@ def remainders(
     files: TableFiles, indices: pa.Int64Array, removed_ids: pa.ChunkedArray
 ) -> Iterator[pa.Table]:
     """The rows of the files at ``indices`` other than ``removed_ids``, in bounded pieces."""
-    assert files.root is not None
     value_set = removed_ids.combine_chunks()
     pending: list[pa.Table] = []
     held = 0
     for index in indices.to_pylist():
-        reader = pq.ParquetFile(str(files.root / files.paths[index]), pre_buffer=False)
+        reader = files.parquet_file(index)
         columns = files.spec.schema.names
         for piece in _file_pieces(files, index, reader, value_set, matching=False, columns=columns):
             pending.append(piece)
@@ -294,7 +273,6 @@ __all__ = [
     "in_order",
     "raw_batches",
     "remainders",
-    "remote_raw_batches",
     "rows_of",
     "stored_rows",
 ]

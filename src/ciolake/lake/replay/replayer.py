@@ -46,16 +46,11 @@ from ciolake.commit.dedup import DedupIndex, keep_from_day
 from ciolake.errors import InputError
 from ciolake.events.decode import Typed, decode_event
 from ciolake.lake import rows
-from ciolake.lake.delta import DeltaTable, write_deltalake
+from ciolake.lake.deletions import refuse_deletions
+from ciolake.lake.delta import DeltaTable
 from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_table, open_tables
 from ciolake.lake.location import parse_location, storage_options
-from ciolake.lake.log import (
-    ConcurrentRemoveError,
-    LocalDeltaLog,
-    MetadataChangedError,
-    commit_rewrite,
-)
 from ciolake.lake.replay.keys import (
     DEFAULT_KEY_CACHE_BYTES,
     KEY_COLUMNS,
@@ -68,12 +63,12 @@ from ciolake.lake.replay.reads import (
     in_order,
     raw_batches,
     remainders,
-    remote_raw_batches,
     rows_of,
     stored_rows,
 )
 from ciolake.lake.table_files import TableFiles, true_count, true_indices
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
+from ciolake.lake.transactions import CommitConflictError, UnsupportedTableError, commit_files
 from ciolake.lake.writer import ensure_tables
 from ciolake.runtime.locks import FileLock, commit_lock_path
 from ciolake.runtime.memory import return_free_memory
@@ -184,14 +179,14 @@ class Replayer:
 
         Raises:
             InputError: there is no ``raw_events`` table.
-            TableUnreadableError: ``raw_events`` cannot be read.
+            TableUnreadableError: ``raw_events`` cannot be read, or has rows deleted by
+                deletion vectors.
         """
         opened = open_table(self._location, RAW_EVENTS)
         if opened is None:
             raise InputError(self._no_raw_events())
+        refuse_deletions(opened, RAW_EVENTS, self._location.table_uri(RAW_EVENTS))
         raw = TableFiles(self._location, RAW_EVENTS, table=opened)
-        if raw.root is None:
-            return int(raw.dataset().count_rows(filter=selection.expression()))
         # From the files' statistics: opening every file took 55 MiB and seconds.
         return _deliveries_in(raw, selection)
 
@@ -200,7 +195,6 @@ class Replayer:
 
         Contiguous in replay's order (of receipt), so each slice's stored rows sit in files of
         their own: two replays over slices of one range read back different files. A remote
-        ``raw_events`` is one slice: delta-rs's dataset orders its files itself.
 
         Every table is checked first, and a derived table that does not exist (a channel
         table lost and moved away) is created, to be rebuilt from ``raw_events``.
@@ -221,7 +215,7 @@ class Replayer:
         finally:
             lock.close()
         whole = RawSlice(raw.version, quarantine.version, 0, None)
-        if raw.root is None or parts <= 1:
+        if parts <= 1:
             return [whole]
         total = _deliveries_in(raw, selection)
         bounds = sorted({total * k // parts for k in range(parts)} | {total})
@@ -278,6 +272,9 @@ class Replayer:
         found = open_tables(self._location)
         if found[RAW_EVENTS] is None:
             raise InputError(self._no_raw_events())
+        for name, table in found.items():
+            if table is not None:
+                refuse_deletions(table, name, self._location.table_uri(name))
         missing = [name for name, table in found.items() if table is None]
         created = ensure_tables(self._location, names=missing) if missing else {}
         return {name: table or created[name] for name, table in found.items()}
@@ -313,11 +310,8 @@ class Replayer:
     ) -> Iterator[pa.Table]:
         """``raw_slice`` of ``raw_events`` in chunks of up to ``chunk_rows`` rows or about
         ``chunk_bytes``."""
-        if raw.root is None:
-            batches = remote_raw_batches(raw.dataset(), selection.expression())
-        else:
-            in_range = in_order(raw, since=selection.since, until=selection.until)
-            batches = raw_batches(raw, in_range, raw_slice.start, raw_slice.stop)
+        in_range = in_order(raw, since=selection.since, until=selection.until)
+        batches = raw_batches(raw, in_range, raw_slice.start, raw_slice.stop)
         pending: list[pa.Table] = []
         held_rows = held_bytes = 0
         for batch in batches:
@@ -453,7 +447,7 @@ class Replayer:
                 plan = _plan(files, derived, self._keys)
             try:
                 self._write(files, derived, bodies, plan)
-            except (ConcurrentRemoveError, MetadataChangedError):
+            except CommitConflictError:
                 # Compaction (or a schema change) got in between: plan again from its version.
                 if attempt == _COMMIT_ATTEMPTS - 1:
                     raise
@@ -472,55 +466,30 @@ class Replayer:
         incoming = bodies.fill(derived.filter(written_rows), written_rows)
         if not incoming.num_rows:
             return
-        if files.root is None:
-            self._write_remote(files, incoming, has_rewrites=true_count(plan.rewrite) > 0)
-            return
-        partition_by = files.spec.partition_by
-        now_ms = int(time.time() * 1000)
+        rewrite_files = files.indices_of(plan.rewrite_paths)
         written: list[DataFile] = []
         try:
-            rewrite_files = files.indices_of(plan.rewrite_paths)
-            if not len(rewrite_files):
-                written = write_files(files.root, incoming, partition_by=partition_by)
-                LocalDeltaLog(files.root, version=files.version).append(
-                    written, transactions=[], partition_by=partition_by, now_ms=now_ms
-                )
-                return
-            rewritten_ids = derived.column("event_id").filter(plan.rewrite)
-            for remainder in remainders(files, rewrite_files, rewritten_ids):
-                written += write_files(files.root, remainder, partition_by=partition_by)
-            written += write_files(files.root, incoming, partition_by=partition_by)
-            commit_rewrite(
-                files.root,
-                read_version=files.version,
-                removes=[files.removed(i) for i in rewrite_files.to_pylist()],
-                adds=written,
-                operation="REPLAY",
-                now_ms=now_ms,
-            )
+            if len(rewrite_files):
+                rewritten_ids = derived.column("event_id").filter(plan.rewrite)
+                for remainder in remainders(files, rewrite_files, rewritten_ids):
+                    written += _write_files(files, remainder)
+            written += _write_files(files, incoming)
         except BaseException:
-            # Files no commit refers to: remove them rather than leave them to a full vacuum.
-            for data_file in written:
-                (files.root / data_file.path).unlink(missing_ok=True)
+            _discard(files, written)
             raise
-
-    def _write_remote(self, files: TableFiles, incoming: pa.Table, *, has_rewrites: bool) -> None:
-        if not has_rewrites:
-            write_deltalake(
-                files.table, incoming, mode="append", partition_by=[files.spec.partition_by]
+        try:
+            commit_files(
+                files.table,
+                storage=files.storage,
+                spec=files.spec,
+                adds=written,
+                removes=[files.removed(i) for i in rewrite_files.to_pylist()],
             )
-            return
-        (
-            files.table.merge(
-                incoming,
-                predicate="t.event_id = s.event_id AND t.event_date = s.event_date",
-                source_alias="s",
-                target_alias="t",
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
+        except (CommitConflictError, UnsupportedTableError):
+            # Nothing committed. (After any other failure the commit may have landed, and
+            # its files must stay.)
+            _discard(files, written)
+            raise
 
     def _remove_from_quarantine(self, chunk: pa.Table, moved: list[int]) -> None:
         taken = pa.array(moved, pa.int64())
@@ -551,6 +520,16 @@ class Replayer:
             .when_matched_delete()
             .execute()
         )
+
+
+def _write_files(files: TableFiles, rows: pa.Table) -> list[DataFile]:
+    return write_files(files.storage, rows, partition_by=files.spec.partition_by)
+
+
+def _discard(files: TableFiles, written: list[DataFile]) -> None:
+    """Remove files no commit refers to, rather than leave them to a full vacuum."""
+    for data_file in written:
+        files.storage.delete(data_file.path)
 
 
 def _deliveries_in(raw: TableFiles, selection: ReplayRange) -> int:
@@ -608,9 +587,7 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
         return _Plan(pc.invert(nothing), nothing, (), files.version, dates, seen)
     low, high = pc.min_max(ids).values()
     candidates = files.select(partitions=dates, ranges=[("event_id", low, high)])
-    stored = stored_keys(
-        files, candidates=candidates, ids=ids, dates=dates, partition=partition, cache=cache
-    )
+    stored = stored_keys(files, candidates=candidates, ids=ids, cache=cache)
     # One row per stored copy of a chunk event: which derived row, which file, which delivery.
     joined = stored.join(
         pa.table({"event_id": ids, "row": pa.array(range(count), pa.int64())}),
@@ -640,7 +617,6 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
     rewrite = pc.and_(open_rows, pc.or_(stored_later, pc.greater(copies, 1)))
     # Stored from the very delivery the chunk has: equal unless the derivation changed.
     check = pc.and_not(open_rows, rewrite)
-    # Remote tables: delta-rs numbers its own fragments, and rewrites go through a merge.
     held_in = joined.column("file").cast(pa.int64())
     if true_count(check):
         checked = pc.take(check, row)
@@ -651,10 +627,8 @@ def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
             }
         )
         rewrite = pc.or_(rewrite, _changed(files, derived, check, holding))
-    rewrite_paths: tuple[str, ...] = ()
-    if files.root is not None:
-        rewrite_files = pc.unique(held_in.filter(pc.take(rewrite, row))).to_pylist()
-        rewrite_paths = tuple(files.paths[i] for i in rewrite_files)
+    rewrite_files = pc.unique(held_in.filter(pc.take(rewrite, row))).to_pylist()
+    rewrite_paths = tuple(files.paths[i] for i in rewrite_files)
     return _Plan(
         new.combine_chunks(), rewrite.combine_chunks(), rewrite_paths, files.version, dates, seen
     )
@@ -665,13 +639,10 @@ def _plan_holds(plan: _Plan, files: TableFiles, derived: pa.Table, cache: KeyCac
 
     It does if no file of its partitions has gone since (a rewrite or a compaction, which
     may have moved or changed rows), and no file added since holds a row of its events (the
-    committer took a retried delivery of one, or another replay wrote one). A remote table's
-    plan holds only at its own version.
+    committer took a retried delivery of one, or another replay wrote one).
     """
     if plan.version == files.version:
         return True
-    if files.root is None:
-        return False
     in_dates = files.select(partitions=plan.dates).to_pylist()
     now = {files.paths[i]: i for i in in_dates}
     if not plan.seen <= now.keys():
@@ -691,26 +662,16 @@ def _changed(
     file and the position in it of each)."""
     changed = [False] * derived.num_rows
     to_check = true_indices(check)
-    if files.root is None:
-        # Remote: compare through delta-rs's dataset, filtered to the rows themselves.
-        wanted = derived.column("event_id").take(to_check)
-        dates = pc.unique(derived.column(files.spec.partition_by).take(to_check))
-        stored = files.dataset().to_table(
-            filter=pads.field(files.spec.partition_by).isin(dates)
-            & pads.field("event_id").isin(wanted)
-        )
+    wanted = derived.column("event_id").take(to_check)
+    compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
+    positions: dict[int, list[int]] = {}
+    for index, position in zip(
+        holding.column("file").to_pylist(), holding.column("position").to_pylist(), strict=True
+    ):
+        positions.setdefault(index, []).append(position)
+    for group in by_size(files, pa.array(sorted(positions), pa.int64())):
+        stored = stored_rows(files, group, wanted, positions, compared)
         _mark_changed(stored, derived, to_check, changed)
-    else:
-        wanted = derived.column("event_id").take(to_check)
-        compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
-        positions: dict[int, list[int]] = {}
-        for index, position in zip(
-            holding.column("file").to_pylist(), holding.column("position").to_pylist(), strict=True
-        ):
-            positions.setdefault(index, []).append(position)
-        for group in by_size(files, pa.array(sorted(positions), pa.int64())):
-            stored = stored_rows(files, group, wanted, positions, compared)
-            _mark_changed(stored, derived, to_check, changed)
     return pa.array(changed, pa.bool_())
 
 

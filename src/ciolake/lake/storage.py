@@ -1,0 +1,155 @@
+"""Where one table's data files live, and how they are written, read and made durable.
+
+The Delta log is delta-rs's alone (``lake/transactions.py``); this is the other half of a commit,
+the Parquet files. A table on the local filesystem and one on an object store differ only
+here, chosen once by ``table_storage``:
+
+- local files are written through a file descriptor and synced, with their directory, before
+  the commit that names them: the journal is deleted once the commit is in, so the files must
+  outlive a power cut, and so must the commit itself (``make_durable``, after it);
+- an object store's files go through delta-rs's own storage handler, with the location's
+  credentials and time limits: a PUT that returned is durable. The handler holds the GIL
+  while it waits for the store, which is why commits run in the supervisor (and replay's
+  processes), never in a worker that answers requests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ciolake.journal.fsync import fsync_directory
+from ciolake.lake.delta import DeltaStorageHandler
+from ciolake.lake.location import TablesLocation, storage_options
+
+COMPRESSION = "snappy"
+
+
+class TableStorage(Protocol):
+    """A table's directory, wherever it is; paths are relative to the table's root."""
+
+    @property
+    def uri(self) -> str:
+        """Where the table lives, as the user named it."""
+        ...
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        """A pyarrow filesystem that reads the table's files."""
+        ...
+
+    def path(self, relative: str) -> str:
+        """The path of ``relative`` for ``filesystem``."""
+        ...
+
+    def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
+        """Write ``data`` as a new Parquet file; return its size in bytes."""
+        ...
+
+    def delete(self, relative: str) -> None:
+        """Delete the file, if it exists."""
+        ...
+
+    def has_commit(self, version: int) -> bool:
+        """Whether the log holds a commit of ``version``."""
+        ...
+
+    def make_durable(self, versions: range) -> None:
+        """Make the log's commits of ``versions`` survive a power cut."""
+        ...
+
+
+def table_storage(location: TablesLocation, name: str) -> TableStorage:
+    """The storage of table ``name`` under ``location``."""
+    if location.path is not None:
+        return LocalStorage(location.path / name)
+    uri = location.table_uri(name)
+    handler = DeltaStorageHandler(uri, storage_options(location))
+    return ObjectStorage(uri, pafs.PyFileSystem(handler))
+
+
+def _commit_name(version: int) -> str:
+    return f"_delta_log/{version:020d}.json"
+
+
+@dataclass(frozen=True)
+class LocalStorage:
+    """A table directory on this machine's filesystem."""
+
+    root: Path
+    filesystem: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem)
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def path(self, relative: str) -> str:
+        return str(self.root / relative)
+
+    def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
+        path = self.root / relative
+        new_directory = not path.parent.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            pq.write_table(data, handle, compression=COMPRESSION, use_dictionary=dictionary)
+            handle.flush()
+            os.fsync(handle.fileno())
+            size = handle.tell()
+        fsync_directory(path.parent)
+        if new_directory:
+            fsync_directory(path.parent.parent)
+        return size
+
+    def delete(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
+
+    def has_commit(self, version: int) -> bool:
+        return (self.root / _commit_name(version)).exists()
+
+    def make_durable(self, versions: range) -> None:
+        # delta-rs renames each commit into place without syncing it.
+        for version in versions:
+            commit = self.root / _commit_name(version)
+            if commit.exists():
+                descriptor = os.open(commit, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+        fsync_directory(self.root / "_delta_log")
+
+
+@dataclass(frozen=True)
+class ObjectStorage:
+    """A table on an object store, reached through delta-rs's storage handler."""
+
+    uri: str
+    filesystem: pafs.FileSystem
+
+    def path(self, relative: str) -> str:
+        return relative
+
+    def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
+        with self.filesystem.open_output_stream(relative) as stream:
+            pq.write_table(data, stream, compression=COMPRESSION, use_dictionary=dictionary)
+            size: int = stream.tell()
+        return size
+
+    def delete(self, relative: str) -> None:
+        try:
+            self.filesystem.delete_file(relative)
+        except FileNotFoundError:
+            return
+
+    def has_commit(self, version: int) -> bool:
+        info = self.filesystem.get_file_info(_commit_name(version))
+        return bool(info.type != pafs.FileType.NotFound)
+
+    def make_durable(self, versions: range) -> None:
+        return

@@ -1,0 +1,160 @@
+"""One local Spark session with Delta Lake, to read ciolake's tables with a third engine.
+
+Spark (delta-spark) is the reference Delta implementation: what it reads, every Delta reader
+should. Its jars are fetched from Maven Central by Ivy on the first start, into
+``.cache/spark-ivy`` at the repository root (``CIOLAKE_SPARK_IVY`` to put them elsewhere), and
+reused afterwards. pyspark is imported only when a session starts, so importing this module
+(conftest.py does) costs a test process nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+REPO = Path(__file__).resolve().parents[1]
+IVY_ENV = "CIOLAKE_SPARK_IVY"
+DEFAULT_IVY = REPO / ".cache" / "spark-ivy"
+_COMMIT_FILE = re.compile(r"^\d{20}\.json$")
+
+
+def ivy_dir() -> Path:
+    """Where Ivy keeps Delta's jars between runs."""
+    return Path(os.environ.get(IVY_ENV) or DEFAULT_IVY)
+
+
+def java_binary() -> str | None:
+    """The ``java`` pyspark will launch: ``$JAVA_HOME/bin/java``, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def start_spark(work_dir: Path) -> SparkSession:
+    """A local Spark session with Delta, its warehouse and metastore under ``work_dir``.
+
+    Skips the calling test (or every test of a session fixture) when Java or pyspark is
+    missing; fails with the Ivy directory named when Delta's jars cannot be fetched.
+    """
+    if java_binary() is None:
+        pytest.skip("Spark needs Java (17 or later): no JAVA_HOME and no java on PATH")
+    pytest.importorskip("pyspark", reason="pyspark is missing: `make install` installs it")
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ivy = ivy_dir()
+    ivy.mkdir(parents=True, exist_ok=True)
+    java_options = f"-Dderby.system.home={work_dir / 'derby'}"
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("ciolake-tests")
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        .config("spark.jars.ivy", str(ivy))
+        .config("spark.driver.memory", "1g")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.warehouse.dir", str(work_dir / "warehouse"))
+    )
+    try:
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    except Exception as error:
+        raise RuntimeError(
+            f"could not start Spark with Delta (its jars come from Maven Central into {ivy};"
+            f" set {IVY_ENV} to use another cache): {error}"
+        ) from error
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_rows(
+    spark: SparkSession,
+    table_path: Path | str,
+    columns: Sequence[str] = ("*",),
+    order_by: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Rows of the Delta table at ``table_path`` as Spark reads them (``columns`` are SQL
+    expressions); timestamps as aware UTC datetimes, as DuckDB gives them."""
+    frame = spark.read.format("delta").load(str(table_path)).selectExpr(*columns)
+    if order_by:
+        frame = frame.orderBy(*order_by)
+    return [_utc(row.asDict(recursive=True)) for row in frame.collect()]
+
+
+def _utc(value: Any) -> Any:
+    """pyspark collects a TIMESTAMP as a naive datetime in the process's local time."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.astimezone(UTC)
+    if isinstance(value, dict):
+        return {key: _utc(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_utc(item) for item in value]
+    return value
+
+
+def table_ref(table_path: Path | str) -> str:
+    """``delta.`<path>``` in Spark SQL."""
+    path = str(table_path).replace("`", "``")
+    return f"delta.`{path}`"
+
+
+def enable_feature(spark: SparkSession, table_path: Path | str, property: str) -> None:
+    """Set a boolean table property to true, e.g. ``delta.enableDeletionVectors`` (this
+    upgrades the table's protocol to the feature's)."""
+    key = property.replace("'", "\\'")
+    spark.sql(f"ALTER TABLE {table_ref(table_path)} SET TBLPROPERTIES ('{key}' = true)")
+
+
+def latest_commit(table_path: Path | str) -> list[dict[str, Any]]:
+    """The actions of the table's newest commit file in ``_delta_log``."""
+    log = Path(table_path) / "_delta_log"
+    newest = max(p for p in log.iterdir() if _COMMIT_FILE.match(p.name))
+    lines = newest.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def delete_with_deletion_vectors(
+    spark: SparkSession, table_path: Path | str, where_sql: str
+) -> int:
+    """``DELETE ... WHERE where_sql`` with deletion vectors on; the number of rows deleted.
+
+    Asserts the commit really wrote deletion vectors: a predicate that removes whole files
+    (every row of a file, or a partition) rewrites nothing and would not exercise them.
+    """
+    enable_feature(spark, table_path, "delta.enableDeletionVectors")
+    (result,) = spark.sql(f"DELETE FROM {table_ref(table_path)} WHERE {where_sql}").collect()
+    deleted = int(result["num_affected_rows"])
+    actions = latest_commit(table_path)
+    operation = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+    assert operation.get("operation") == "DELETE", f"newest commit is not the DELETE: {operation}"
+    with_vectors = [
+        a["add"] for a in actions if "add" in a and a["add"].get("deletionVector") is not None
+    ]
+    assert with_vectors, (
+        f"DELETE WHERE {where_sql} deleted {deleted} rows without a deletion vector"
+        f" (it removed whole files): {operation.get('operationMetrics')}"
+    )
+    return deleted
