@@ -39,9 +39,9 @@ _PRUNE_EVERY_S = 3600.0
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
 
-# Adaptive batching. delta-rs's commit costs more as a table gathers files (about 80 ms of
-# CPU per commit and refresh at 1,000 files, against 15 ms for a new table), so when a batch's
-# commits take longer than ADAPT_ABOVE_S, batches are spaced so that committing takes at most
+# Adaptive batching. delta-rs's commit costs more as a table gathers files (several times a
+# new table's at a thousand files; docs/performance.md), so when a batch's commits take
+# longer than ADAPT_ABOVE_S, batches are spaced so that committing takes at most
 # COMMIT_SHARE of the time, and grow (up to MAX_GROWTH times the configured bounds) to carry
 # what arrives meanwhile: fewer, larger commits instead of falling behind.
 COMMIT_SHARE = 0.1

@@ -28,9 +28,9 @@ from ciolake.lake.transactions import CommitConflictError, UnsupportedTableError
 
 logger = logging.getLogger(__name__)
 
-# A checkpoint every 10 versions instead of Delta's 100: each commit's refresh then replays at
-# most ten commit files, which halved delta-rs's CPU per commit (58 ms to 26 ms for a table
-# of 500 files, measured here). Any Delta reader honours the property.
+# A checkpoint every 10 versions instead of Delta's 100: delta-rs's refresh after each commit
+# replays the commit files since the last checkpoint, most of a commit's CPU (the figures are
+# in docs/performance.md). Any Delta reader honours the property.
 TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 
 
