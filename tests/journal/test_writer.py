@@ -1,4 +1,8 @@
-"""The journal: durable appends, group commit, torn-tail recovery and segment retirement."""
+"""The journal: durable appends, group commit, and what recovery reads back of them.
+
+Recovery and retirement are the supervisor's, through ``JournalTail`` (``journal/tail.py``):
+these tests read back with it, as ``ciolake serve`` does after a crash.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 
 from ciolake.errors import JournalUnavailableError
 from ciolake.journal.records import JournalRecord, encode_record, scan_segment
+from ciolake.journal.tail import JournalTail
 from ciolake.journal.writer import Journal
 
 
@@ -27,6 +32,19 @@ def make_journal(
         observe_fsync=fsyncs.append,
     )
     return journal, durable, fsyncs
+
+
+def opened(journal: Journal, *, next_lsn: int = 1) -> Journal:
+    journal.open_for_append(next_lsn=next_lsn)
+    return journal
+
+
+def recovered(directory: Path, *, applied_lsn: int = 0) -> list[JournalRecord]:
+    """What the supervisor recovers from ``directory`` at start-up: torn tails repaired, the
+    records after ``applied_lsn`` read back."""
+    tail = JournalTail(directory, stream=0)
+    tail.recover(applied_lsn=applied_lsn)
+    return tail.read_new()
 
 
 async def append_many(journal: Journal, bodies: list[bytes]) -> list[JournalRecord]:
@@ -45,7 +63,7 @@ def test_appends_are_durable_and_recovered_in_order(tmp_path: Path) -> None:
 
     async def scenario() -> list[JournalRecord]:
         journal, durable, _ = make_journal(tmp_path)
-        journal.open(applied_lsn=0, min_next_lsn=1)
+        opened(journal)
         records = await append_many(journal, bodies)
         await journal.close()
         assert [r.lsn for r in durable] == [r.lsn for r in records]
@@ -53,15 +71,13 @@ def test_appends_are_durable_and_recovered_in_order(tmp_path: Path) -> None:
 
     records = asyncio.run(scenario())
     assert [r.lsn for r in records] == list(range(1, 201))
-    reopened, _, _ = make_journal(tmp_path)
-    recovered = reopened.open(applied_lsn=0, min_next_lsn=1)
-    assert recovered == records
+    assert recovered(tmp_path) == records
 
 
 def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
     async def scenario() -> list[float]:
         journal, _, fsyncs = make_journal(tmp_path)
-        journal.open(applied_lsn=0, min_next_lsn=1)
+        opened(journal)
         await append_many(journal, [b"x" * 100] * 500)
         await journal.close()
         return fsyncs
@@ -71,37 +87,25 @@ def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
     assert 1 <= len(fsyncs) < 50
 
 
-def test_recovery_skips_applied_records_and_continues_numbering(tmp_path: Path) -> None:
+def test_recovery_skips_applied_records(tmp_path: Path) -> None:
     async def write(journal: Journal, count: int) -> list[JournalRecord]:
         records = await append_many(journal, [b"a"] * count)
         await journal.close()
         return records
 
     first, _, _ = make_journal(tmp_path)
-    first.open(applied_lsn=0, min_next_lsn=1)
-    asyncio.run(write(first, 10))
+    written = asyncio.run(write(opened(first), 10))
+    assert [r.lsn for r in written] == list(range(1, 11))
+    assert [r.lsn for r in recovered(tmp_path, applied_lsn=6)] == [7, 8, 9, 10]
     second, _, _ = make_journal(tmp_path)
-    unapplied = second.open(applied_lsn=6, min_next_lsn=7)
-    assert [r.lsn for r in unapplied] == [7, 8, 9, 10]
-    more = asyncio.run(write(second, 3))
+    more = asyncio.run(write(opened(second, next_lsn=11), 3))
     assert [r.lsn for r in more] == [11, 12, 13]
-
-
-def test_numbering_never_goes_below_what_the_tables_have_seen(tmp_path: Path) -> None:
-    journal, _, _ = make_journal(tmp_path)
-    assert journal.open(applied_lsn=500, min_next_lsn=501) == []
-
-    async def one() -> JournalRecord:
-        record = await journal.append(received_at_us=1, x_cio_timestamp=1, flags=0, body=b"z")
-        await journal.close()
-        return record
-
-    assert asyncio.run(one()).lsn == 501
+    assert [r.lsn for r in recovered(tmp_path, applied_lsn=6)] == [7, 8, 9, 10, 11, 12, 13]
 
 
 def _journal_with_records(tmp_path: Path, count: int) -> tuple[Path, list[JournalRecord]]:
     journal, _, _ = make_journal(tmp_path)
-    journal.open(applied_lsn=0, min_next_lsn=1)
+    opened(journal)
 
     async def write() -> list[JournalRecord]:
         records = await append_many(journal, [f"body-{i}".encode() * 3 for i in range(count)])
@@ -120,13 +124,10 @@ def test_torn_tail_at_every_byte_offset_keeps_every_earlier_record(tmp_path: Pat
     start_of_last = len(whole) - last_size
     for cut in range(start_of_last, len(whole)):
         segment.write_bytes(whole[:cut])
-        journal, _, _ = make_journal(tmp_path)
-        recovered = journal.open(applied_lsn=0, min_next_lsn=1)
-        assert recovered == records[:-1], cut
+        assert recovered(tmp_path) == records[:-1], cut
         assert segment.stat().st_size == start_of_last, cut
     segment.write_bytes(whole)
-    journal, _, _ = make_journal(tmp_path)
-    assert journal.open(applied_lsn=0, min_next_lsn=1) == records
+    assert recovered(tmp_path) == records
 
 
 def test_a_corrupt_byte_in_the_last_record_drops_only_it(tmp_path: Path) -> None:
@@ -134,8 +135,7 @@ def test_a_corrupt_byte_in_the_last_record_drops_only_it(tmp_path: Path) -> None
     data = bytearray(segment.read_bytes())
     data[-3] ^= 0xFF
     segment.write_bytes(bytes(data))
-    journal, _, _ = make_journal(tmp_path)
-    assert journal.open(applied_lsn=0, min_next_lsn=1) == records[:-1]
+    assert recovered(tmp_path) == records[:-1]
 
 
 def test_garbage_after_the_records_is_dropped(tmp_path: Path) -> None:
@@ -147,25 +147,22 @@ def test_garbage_after_the_records_is_dropped(tmp_path: Path) -> None:
     assert intact == segment.stat().st_size - 5000
 
 
-def test_segments_rotate_and_retire_once_applied(tmp_path: Path) -> None:
+def test_segments_rotate_and_recovery_reads_across_them(tmp_path: Path) -> None:
     journal, _, _ = make_journal(tmp_path, segment_max_bytes=300)
-    journal.open(applied_lsn=0, min_next_lsn=1)
+    opened(journal)
 
-    async def write() -> None:
-        for i in range(20):
+    async def write() -> list[JournalRecord]:
+        records = [
             await journal.append(received_at_us=i, x_cio_timestamp=i, flags=0, body=b"y" * 100)
+            for i in range(20)
+        ]
+        await journal.close()
+        return records
 
-    asyncio.run(write())
-    before = sorted(tmp_path.glob("*.seg"))
-    assert len(before) >= 5
-    removed = journal.retire(10)
-    after = sorted(tmp_path.glob("*.seg"))
-    assert removed >= 2
-    assert len(after) == len(before) - removed
-    remaining, _, _ = make_journal(tmp_path)
-    lsns = [r.lsn for r in remaining.open(applied_lsn=0, min_next_lsn=1)]
-    assert lsns[0] <= 11
-    assert lsns[-1] == 20
+    records = asyncio.run(write())
+    assert len(sorted(tmp_path.glob("*.seg"))) >= 5
+    assert recovered(tmp_path) == records
+    assert [r.lsn for r in recovered(tmp_path, applied_lsn=10)] == list(range(11, 21))
 
 
 def test_a_failed_write_raises_keeps_earlier_records_and_recovers(tmp_path: Path) -> None:
@@ -181,7 +178,7 @@ def test_a_failed_write_raises_keeps_earlier_records_and_recovers(tmp_path: Path
 
     async def scenario() -> tuple[list[JournalRecord], Journal]:
         journal, durable, _ = make_journal(tmp_path)
-        journal.open(applied_lsn=0, min_next_lsn=1)
+        opened(journal)
         with mock.patch("ciolake.journal.writer.os.write", side_effect=write):
             good = await append_many(journal, [b"before"] * 3)
             failing["on"] = True
@@ -200,14 +197,13 @@ def test_a_failed_write_raises_keeps_earlier_records_and_recovers(tmp_path: Path
         return [*good, after], journal
 
     written, _ = asyncio.run(scenario())
-    reopened, _, _ = make_journal(tmp_path)
-    assert reopened.open(applied_lsn=0, min_next_lsn=1) == written
+    assert recovered(tmp_path) == written
 
 
 def test_appends_after_close_are_refused(tmp_path: Path) -> None:
     async def scenario() -> None:
         journal, _, _ = make_journal(tmp_path)
-        journal.open(applied_lsn=0, min_next_lsn=1)
+        opened(journal)
         await journal.close()
         with pytest.raises(JournalUnavailableError):
             await journal.append(received_at_us=1, x_cio_timestamp=1, flags=0, body=b"late")

@@ -27,8 +27,6 @@ from ciolake.journal.records import (
     SEGMENT_SUFFIX,
     JournalRecord,
     encode_record,
-    recover_segment,
-    segment_paths,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,8 +68,6 @@ class Journal:
         self._segment_max_bytes = segment_max_bytes
         self._on_durable = on_durable
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ciolake-journal")
-        self._lock = threading.Lock()
-        self._closed_segments: list[_Segment] = []
         self._active: _Segment | None = None
         self._fd: int | None = None
         self._size = 0
@@ -93,32 +89,10 @@ class Journal:
         """False after a failed write, until a later write succeeds."""
         return self.last_error is None
 
-    def open(self, *, applied_lsn: int, min_next_lsn: int) -> list[JournalRecord]:
-        """Recover the journal and return the records not yet applied to the tables.
-
-        Args:
-            applied_lsn: every record with an lsn up to this one is in the tables already.
-            min_next_lsn: the smallest lsn new appends may take (above every lsn the tables
-                have seen, even if its segment is gone).
-        """
-        self._directory.mkdir(parents=True, exist_ok=True)
-        unapplied: list[JournalRecord] = []
-        highest = 0
-        for path in segment_paths(self._directory):
-            records = recover_segment(path, self._stream)
-            if records:
-                highest = max(highest, records[-1].lsn)
-            unapplied.extend(r for r in records if r.lsn > applied_lsn)
-            self._closed_segments.append(_Segment(path, records[-1].lsn if records else None))
-        self._next_lsn = max(highest + 1, min_next_lsn)
-        self.retire(applied_lsn)
-        self._start_probe()
-        return unapplied
-
     def open_for_append(self, *, next_lsn: int) -> None:
         """Start appending at ``next_lsn`` without reading or changing existing segments.
 
-        For a worker process: the supervisor recovers and retires this journal's segments.
+        The supervisor recovers and retires this journal's segments (``journal/tail.py``).
         """
         self._directory.mkdir(parents=True, exist_ok=True)
         self._next_lsn = next_lsn
@@ -257,21 +231,7 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._active is not None:
-            with self._lock:
-                self._closed_segments.append(self._active)
-            self._active = None
-
-    def retire(self, applied_lsn: int) -> int:
-        """Delete closed segments whose every record is applied; return how many."""
-        with self._lock:
-            done = [
-                s for s in self._closed_segments if s.last_lsn is None or s.last_lsn <= applied_lsn
-            ]
-            self._closed_segments = [s for s in self._closed_segments if s not in done]
-        for segment in done:
-            segment.path.unlink(missing_ok=True)
-        return len(done)
+        self._active = None
 
     async def close(self) -> None:
         """Stop taking appends, wait for the flush under way, and close the files."""
@@ -281,8 +241,3 @@ class Journal:
             await asyncio.sleep(0.005)
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_active)
         self._io.shutdown(wait=True)
-
-    def segment_count(self) -> int:
-        """Segments on disk, the one being written included."""
-        with self._lock:
-            return len(self._closed_segments) + (self._active is not None)
