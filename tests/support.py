@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +192,20 @@ def wait_until_committed(server: ServerProcess, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError("backlog did not drain")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll ``predicate`` every 0.2 s until it is true; return the seconds it took.
+
+    Raises:
+        AssertionError: not within ``timeout`` seconds, naming ``what``.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def metric_value(text: str, name: str, labels: str = "") -> float:

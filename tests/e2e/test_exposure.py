@@ -28,6 +28,7 @@ from tests.support import (
     signed_headers,
     table_rows,
     tmpfs,
+    wait_for,
     wait_until_committed,
 )
 
@@ -58,16 +59,6 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> float:
-    """Poll ``predicate`` until true; return the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():  # type: ignore[operator]
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def admin_ready(server: ServerProcess) -> httpx.Response:

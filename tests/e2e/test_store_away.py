@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,21 +29,13 @@ from tests.support import (
     sample_bodies,
     signed_headers,
     start_server,
+    wait_for,
     wait_until_committed,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TABLES_URI = "s3://lake/tables"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def post_all(server: ServerProcess, bodies: list[bytes]) -> None:

@@ -37,6 +37,7 @@ from tests.support import (
     sample_bodies,
     signed_headers,
     table_rows,
+    wait_for,
     wait_until_committed,
 )
 
@@ -117,15 +118,6 @@ def post_all(server: Any, bodies: list[bytes]) -> None:
 def admin_reason(server: Any) -> str:
     answer = httpx.get(f"{server.admin_base}/ready", timeout=5).json()
     return str(answer.get("reason", ""))
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_an_upgraded_table_holds_events_in_the_journal_until_the_feature_is_dropped(
