@@ -9,8 +9,9 @@ here, chosen once by ``table_storage``:
   outlive a power cut, and so must the commit itself (``make_durable``, after it);
 - an object store's files go through delta-rs's own storage handler, with the location's
   credentials and time limits: a PUT that returned is durable. The handler holds the GIL
-  while it waits for the store, which is why commits run in the supervisor (and replay's
-  processes), never in a worker that answers requests.
+  while it waits for the store, so only replay's processes write through it; the
+  committer's appends to an object store go through ``write_deltalake`` instead
+  (``lake/writer.py``), which releases it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ciolake.journal.fsync import fsync_directory
+from ciolake.journal.fsync import fsync_directory, fsync_path
 from ciolake.lake.delta import DeltaStorageHandler
 from ciolake.lake.location import TablesLocation, storage_options
 
@@ -117,11 +118,7 @@ class LocalStorage:
         for version in versions:
             commit = self.root / _commit_name(version)
             if commit.exists():
-                descriptor = os.open(commit, os.O_RDONLY)
-                try:
-                    os.fsync(descriptor)
-                finally:
-                    os.close(descriptor)
+                fsync_path(commit)
         fsync_directory(self.root / "_delta_log")
 
 
