@@ -17,7 +17,7 @@ import pytest
 import ciolake
 
 PACKAGE = Path(ciolake.__file__).parent
-HEAVY = ("pyarrow", "deltalake", "duckdb")
+HEAVY = ("pyarrow", "deltalake", "duckdb", "obstore")
 
 
 def module_name(path: Path) -> str:
@@ -63,6 +63,7 @@ def within(module: str, *rooms: str) -> bool:
     ("library", "allowed"),
     [
         ("deltalake", ("ciolake.lake.delta",)),
+        ("obstore", ("ciolake.lake.storage",)),
         ("duckdb", ("ciolake.analytics.duck",)),
         ("httpx", ("ciolake.customerio", "ciolake.checks")),
     ],

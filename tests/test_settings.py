@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from ciolake.errors import ConfigurationError
-from ciolake.settings import Settings, decode_settings, encode_settings, load_settings
+from ciolake.settings import decode_settings, encode_settings, load_settings
+from tests.support import make_settings
 
 
 def test_settings_survive_the_trip_to_a_worker_or_supervisor() -> None:
-    settings = Settings(
+    settings = make_settings(
+        Path("/srv"),
         data_dir=Path("/srv/ciolake data"),
         signing_keys=("new", "old"),
         workers=3,

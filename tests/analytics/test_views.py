@@ -42,6 +42,7 @@ from tests.analytics.truth import (
     origin_key,
     utc,
 )
+from tests.support import make_settings
 
 RATES = Rates(
     delivery=0.9,
@@ -72,7 +73,9 @@ _ARRIVAL_VIEWS = {"pipeline_health"}
 
 
 def land(history: History, data_dir: Path, arrivals: list[Arrival] | None = None) -> Settings:
-    settings = Settings(data_dir=data_dir, flush_interval_s=0.2)
+    settings = make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(), flush_interval_s=0.2
+    )
     feed(settings, history.arrivals if arrivals is None else arrivals)
     return settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ciolake.cli.check import default_metrics_url
-from ciolake.settings import Settings
+from tests.support import make_settings
 
 METRICS = 'ciolake_requests_rejected_total{status="401"} 0.0\nciolake_freshness_seconds 0.5\n'
 
@@ -31,7 +31,15 @@ METRICS = 'ciolake_requests_rejected_total{status="401"} 0.0\nciolake_freshness_
     ],
 )
 def test_the_default_metrics_url_is_the_admin_listener(host: str, url: str) -> None:
-    assert default_metrics_url(Settings(admin_host=host, admin_port=9100)) == url
+    settings = make_settings(
+        Path(),
+        data_dir=Path("data"),
+        signing_keys=(),
+        flush_interval_s=1.0,
+        admin_host=host,
+        admin_port=9100,
+    )
+    assert default_metrics_url(settings) == url
 
 
 @contextmanager

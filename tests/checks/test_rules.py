@@ -28,9 +28,8 @@ from ciolake.checks.rules import (
     table_findings,
 )
 from ciolake.events.samples import sample_event, schema_by_name
-from ciolake.settings import Settings
 from ciolake.web import create_app
-from tests.support import TEST_KEY, WEBHOOK_PATH, body_of, signed_headers
+from tests.support import TEST_KEY, WEBHOOK_PATH, body_of, make_settings, signed_headers
 
 NOW = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
 DAY = 86_400.0
@@ -50,7 +49,9 @@ class FakeClock:
 def land(data_dir: Path, deliveries: list[tuple[float, bytes]]) -> str:
     """Post each body through the real app at its time; return the tables location."""
     clock = FakeClock(NOW)
-    settings = Settings(data_dir=data_dir, signing_keys=(TEST_KEY,), flush_interval_s=0.05)
+    settings = make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(TEST_KEY,), flush_interval_s=0.05
+    )
     with TestClient(create_app(settings, clock=clock)) as client:
         for at, body in sorted(deliveries):
             clock.now = at

@@ -178,7 +178,8 @@ def test_slow_commits_make_batches_larger_and_fewer(tmp_path: Path) -> None:
     def slow_append_all(
         self: DeltaWriter, batches: Mapping[str, Any], *, versions: Mapping[int, int]
     ) -> dict[str, float]:
-        batch_sizes.append(batches["raw_events"].num_rows)
+        if "raw_events" in batches:  # a commit of waiting small tables alone has none
+            batch_sizes.append(batches["raw_events"].num_rows)
         time.sleep(0.4)
         return append_all(self, batches, versions=versions)
 
@@ -191,4 +192,5 @@ def test_slow_commits_make_batches_larger_and_fewer(tmp_path: Path) -> None:
     assert batch_sizes[0] == 500, "the first batch keeps the configured bound"
     assert max(batch_sizes) > 500, "slow commits let later batches grow"
     assert len(batch_sizes) < 4_000 // 500
-    assert receiver.committer.batch_interval() >= 4.0
+    # Spaced out: the smoothed commit time (0.4 s and more) over COMMIT_SHARE.
+    assert receiver.committer.batch_interval() >= 2.5

@@ -6,7 +6,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ciolake.dashboard.app import ASSETS, CHANNELS, PANELS, STATIC_DIR, dashboar
 from ciolake.events.samples import sample_event, schema_by_name
 from ciolake.settings import Settings
 from ciolake.simulate import simulator as simulate
+from tests import support
 from tests.support import (
     body_of,
     running_server,
@@ -39,13 +40,19 @@ NOW = datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp()
 def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, simulate.History]:
     data_dir = tmp_path_factory.mktemp("dashboard") / "data"
     config = simulate.SimulationConfig(start=START, days=DAYS, deliveries=30, seed=5)
-    truth = simulate.run(config, Settings(data_dir=data_dir, flush_interval_s=0.05))
+    settings = support.make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(), flush_interval_s=0.05
+    )
+    truth = simulate.run(config, settings)
     return data_dir, truth
 
 
 @pytest.fixture(scope="module")
 def client(history: tuple[Path, simulate.History]) -> Iterator[TestClient]:
-    app = dashboard_app(Settings(data_dir=history[0]), clock=lambda: NOW)
+    settings = support.make_settings(
+        history[0].parent, data_dir=history[0], signing_keys=(), flush_interval_s=1.0
+    )
+    app = dashboard_app(settings, clock=lambda: NOW)
     with TestClient(app) as test_client:
         yield test_client
 
@@ -186,8 +193,11 @@ def test_channel_filter_offers_every_funnel_channel() -> None:
     assert {c.name for c in FUNNEL_CHANNELS} == set(CHANNELS)
 
 
-def test_missing_tables_are_a_503_not_a_crash(tmp_path: Path) -> None:
-    app = dashboard_app(Settings(data_dir=tmp_path), clock=lambda: NOW)
+def test_missing_tables_are_a_503_not_a_crash(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(data_dir=tmp_path, signing_keys=(), flush_interval_s=1.0)
+    app = dashboard_app(settings, clock=lambda: NOW)
     with TestClient(app) as empty:
         page = empty.get("/dashboard")
         assert page.status_code == 200

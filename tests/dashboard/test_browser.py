@@ -17,9 +17,8 @@ import httpx
 import pytest
 
 from ciolake.dashboard.app import PANELS
-from ciolake.settings import Settings
 from ciolake.simulate import simulator as simulate
-from tests.support import free_port
+from tests.support import free_port, make_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,10 @@ class Dashboard:
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     config = simulate.SimulationConfig(start=date(2026, 9, 1), days=14, deliveries=40, seed=9)
-    simulate.run(config, Settings(data_dir=data_dir, flush_interval_s=0.05))
+    settings = make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(), flush_interval_s=0.05
+    )
+    simulate.run(config, settings)
     port = free_port()
     log = (data_dir.parent / "dashboard.log").open("wb")
     process = subprocess.Popen(

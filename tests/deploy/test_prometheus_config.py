@@ -7,8 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ciolake.settings import Settings
-from tests.support import promtool
+from tests.support import make_settings, promtool
 
 CONFIG = Path(__file__).parents[2] / "deploy" / "prometheus" / "prometheus.yml"
 
@@ -17,7 +16,7 @@ def test_the_example_scrapes_the_admin_listener_by_default() -> None:
     config = yaml.safe_load(CONFIG.read_text())
     (job,) = config["scrape_configs"]
     (static,) = job["static_configs"]
-    defaults = Settings()
+    defaults = make_settings(Path(), data_dir=Path("data"), signing_keys=(), flush_interval_s=1.0)
     assert static["targets"] == [f"{defaults.admin_host}:{defaults.admin_port}"]
     assert job["metrics_path"] == "/metrics"
     assert defaults.admin_port != defaults.port

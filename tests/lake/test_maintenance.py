@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -79,8 +80,10 @@ def files_per_partition(uri: str) -> dict[str, int]:
     return counts
 
 
-def test_compaction_leaves_one_file_per_partition_and_the_same_rows(tmp_path: Path) -> None:
-    settings = Settings(
+def test_compaction_leaves_one_file_per_partition_and_the_same_rows(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=40
     )
     receive_in_small_batches(settings, bodies_over_days(480, days=3, seed=1), batch=40)
@@ -101,11 +104,11 @@ def test_compaction_leaves_one_file_per_partition_and_the_same_rows(tmp_path: Pa
 
 
 def test_compacted_files_have_bounded_compressed_row_groups(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
 ) -> None:
     # A reader decodes a row group whole: one per partition would hold a whole day in memory.
     monkeypatch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
-    settings = Settings(
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=40
     )
     receive_in_small_batches(settings, bodies_over_days(240, days=1, seed=3), batch=40)
@@ -133,9 +136,9 @@ def _age_log(log: Path, days: int) -> None:
 
 
 def test_compaction_deletes_commit_files_past_the_log_retention_and_keeps_the_rows(
-    tmp_path: Path,
+    tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = Settings(
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=20
     )
     receive_in_small_batches(settings, bodies_over_days(200, days=2, seed=3), batch=20)
@@ -158,8 +161,10 @@ def test_compaction_deletes_commit_files_past_the_log_retention_and_keeps_the_ro
     assert snapshot(settings.data_dir) == before
 
 
-def test_compaction_keeps_log_files_younger_than_the_log_retention(tmp_path: Path) -> None:
-    settings = Settings(
+def test_compaction_keeps_log_files_younger_than_the_log_retention(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=20
     )
     receive_in_small_batches(settings, bodies_over_days(100, days=2, seed=5), batch=20)
@@ -173,8 +178,10 @@ def test_compaction_keeps_log_files_younger_than_the_log_retention(tmp_path: Pat
     assert commits <= set(log.glob("*.json"))
 
 
-def test_before_limits_compaction_to_older_partitions(tmp_path: Path) -> None:
-    settings = Settings(
+def test_before_limits_compaction_to_older_partitions(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=30
     )
     receive_in_small_batches(settings, bodies_over_days(300, days=3, seed=2), batch=30)
@@ -188,8 +195,10 @@ def test_before_limits_compaction_to_older_partitions(tmp_path: Path) -> None:
     assert all(n == 1 for p, n in after.items() if p != f"event_date={last_day.isoformat()}")
 
 
-def test_compaction_while_the_committer_appends_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    settings = Settings(
+def test_compaction_while_the_committer_appends_loses_and_doubles_nothing(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=25
     )
     bodies = bodies_over_days(600, days=2, seed=3)
@@ -217,8 +226,8 @@ def test_compaction_while_the_committer_appends_loses_and_doubles_nothing(tmp_pa
     assert len(table_rows(settings.data_dir, "raw_events", "event_id")) == 600
 
 
-def test_compact_command(tmp_path: Path) -> None:
-    settings = Settings(
+def test_compact_command(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(
         data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=50
     )
     receive_in_small_batches(settings, bodies_over_days(200, days=2, seed=4), batch=50)
@@ -261,3 +270,72 @@ def test_compact_command(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "unknown table" in bad.stderr
+
+
+def email_bodies(count: int, *, days: int, seed: int, day: int | None = None) -> list[bytes]:
+    """``count`` email event bodies spread over ``days`` days (or all on day ``day``)."""
+    bodies = [
+        b
+        for b in bodies_over_days(count * 8 * days, days=days, seed=seed)
+        if json.loads(b)["object_type"] == "email"
+        and (day is None or json.loads(b)["timestamp"] == START + day * DAY + 60)
+    ]
+    assert len(bodies) >= count
+    return bodies[:count]
+
+
+def test_only_partitions_crowded_with_small_files_are_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
+    monkeypatch.setattr(maintenance, "SMALL_FILES_AT", 8)
+    settings = make_settings(
+        data_dir=tmp_path / "data", signing_keys=("k",), flush_interval_s=0.01, batch_max_events=5
+    )
+    # Day 0 gets a file with every batch (12), day 1 a few.
+    bodies = email_bodies(60, days=1, seed=5)
+    late = [
+        b
+        for b in email_bodies(8, days=2, seed=6)
+        if f'"timestamp": {START + DAY + 60}'.encode() in b
+    ]
+    receive_in_small_batches(settings, bodies, batch=5)
+    receive_in_small_batches(settings, late, batch=len(late))
+    uri = str(settings.data_dir / "tables" / "email_events")
+    before = files_per_partition(uri)
+    crowded, quiet = sorted(before, key=before.__getitem__, reverse=True)[:2]
+    assert before[crowded] >= 8, before
+    assert before[quiet] < 8, before
+    rows_before = snapshot(settings.data_dir)
+
+    rewritten = maintenance.compact_crowded_partitions(settings.tables_location)
+
+    after = files_per_partition(uri)
+    assert after[crowded] == 1
+    assert after[quiet] == before[quiet]
+    assert rewritten >= before[crowded]
+    assert snapshot(settings.data_dir) == rows_before
+    assert len(table_rows(settings.data_dir, "raw_events", "event_id")) == len(bodies + late)
+
+
+def test_the_server_keeps_compacting_the_day_it_writes(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    from ciolake.runtime import core
+
+    settings = make_settings(
+        data_dir=tmp_path / "data",
+        signing_keys=("k",),
+        flush_interval_s=0.01,
+        batch_max_events=5,
+        compact_interval_s=0.2,
+    )
+    # Dated today by the receiver's clock (START + 3 days): no closed-day compaction touches them.
+    bodies = email_bodies(400, days=4, seed=7, day=3)
+    assert settings.compact_interval_s < core.CROWDED_EVERY_S  # the interval sets the pace here
+    receive_in_small_batches(settings, bodies, batch=5)
+    uri = str(settings.data_dir / "tables" / "email_events")
+    compactions = [c for c in DeltaTable(uri).history() if c.get("operation") == "OPTIMIZE"]
+    assert compactions, "the server never compacted the day it was writing"
+    # Without it there would be one file per commit: 80 batches of 5 events.
+    assert sum(files_per_partition(uri).values()) < 80 - maintenance.SMALL_FILES_AT + 2
+    assert len(table_rows(settings.data_dir, "email_events", "event_id")) == 400

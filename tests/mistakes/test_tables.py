@@ -43,6 +43,7 @@ from tests.support import (
     delete_log,
     free_port,
     make_bodies,
+    make_settings,
     receive,
     running_server,
     sample_bodies,
@@ -65,7 +66,9 @@ RESTORE_WAY_OUT = "restore its _delta_log from a backup"
 def landed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory the receiver filled: every channel, and a quarantine."""
     data_dir = tmp_path_factory.mktemp("landed") / "data"
-    settings = Settings(data_dir=data_dir, signing_keys=("k",), flush_interval_s=0.05)
+    settings = make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=("k",), flush_interval_s=0.05
+    )
     bodies = make_bodies(DELIVERIES, seed=19)
     receive(settings, [(body, i % 25 == 0) for i, body in enumerate(bodies)])
     return data_dir
@@ -488,12 +491,20 @@ def dashboard_over(settings: Settings) -> TestClient:
 def test_the_dashboard_answers_503_with_a_reason_and_logs_one_line(
     data_dir: Path, caplog: pytest.LogCaptureFixture, shape: str, reason: str, fragment: str
 ) -> None:
-    settings = Settings(data_dir=data_dir)
+    settings = make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(), flush_interval_s=1.0
+    )
     if shape in DAMAGES:
         DAMAGES[shape](data_dir / "tables" / "email_events")
     else:
         uri = {"unknown scheme": "foo://x", "no bucket": "s3://"}[shape]
-        settings = Settings(data_dir=data_dir, tables_uri=uri)
+        settings = make_settings(
+            data_dir.parent,
+            data_dir=data_dir,
+            signing_keys=(),
+            flush_interval_s=1.0,
+            tables_uri=uri,
+        )
     caplog.set_level(logging.INFO)
     with dashboard_over(settings) as client:
         for panel in ("events_per_day", "funnel", "events_per_day"):
@@ -510,7 +521,10 @@ def test_the_dashboard_answers_503_with_a_reason_and_logs_one_line(
 
 def test_the_dashboard_answers_400_to_an_impossible_date(data_dir: Path) -> None:
     delete_log(data_dir / "tables" / "email_events")  # a bad date is told first, all the same
-    with dashboard_over(Settings(data_dir=data_dir)) as client:
+    settings = make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(), flush_interval_s=1.0
+    )
+    with dashboard_over(settings) as client:
         for path in ("/dashboard/data/funnel", "/dashboard"):
             answer = client.get(path, params={"since": "2026-13-45"})
             assert answer.status_code == 400

@@ -8,11 +8,16 @@ import sys
 from pathlib import Path
 
 from ciolake.runtime.launch import WorkerLaunch, launch_input, read_launch_input, stream_directory
-from ciolake.settings import Settings
+from tests.support import make_settings
 
 
 def test_a_worker_reads_the_launch_record_and_settings_the_supervisor_wrote() -> None:
-    settings = Settings(data_dir=Path("/srv/ciolake"), signing_keys=("key\nwith newline",))
+    settings = make_settings(
+        Path("/srv"),
+        data_dir=Path("/srv/ciolake"),
+        signing_keys=("key\nwith newline",),
+        flush_interval_s=1.0,
+    )
     launch = WorkerLaunch(
         stream=1,
         next_lsn=42,
@@ -27,7 +32,9 @@ def test_a_worker_reads_the_launch_record_and_settings_the_supervisor_wrote() ->
 
 
 def test_each_stream_has_its_own_journal_directory() -> None:
-    settings = Settings(data_dir=Path("/srv/ciolake"))
+    settings = make_settings(
+        Path("/srv"), data_dir=Path("/srv/ciolake"), signing_keys=(), flush_interval_s=1.0
+    )
 
     assert stream_directory(settings, 0) != stream_directory(settings, 1)
     assert stream_directory(settings, 1).parent == settings.journal_dir

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ import pytest
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.settings import Settings
 from ciolake.simulate import simulator as simulate
+from tests import support
 from tests.support import sample_bodies, table_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +74,10 @@ def land_real(data_dir: Path, bodies: list[bytes]) -> None:
         simulate.Arrival(now + i, body, int(now + i), None, "landed")
         for i, body in enumerate(bodies)
     ]
-    simulate.feed(Settings(data_dir=data_dir, flush_interval_s=0.05), arrivals)
+    settings = support.make_settings(
+        data_dir.parent, data_dir=data_dir, signing_keys=(), flush_interval_s=0.05
+    )
+    simulate.feed(settings, arrivals)
 
 
 def simulated(row: Mapping[str, Any]) -> bool:
@@ -162,12 +166,15 @@ def test_into_existing_mixes_recognisably_and_can_be_undone(tmp_path: Path) -> N
     assert any(str(i).startswith("sim-") for i in channel)
 
 
-def test_every_simulated_delivery_carries_the_marker(tmp_path: Path) -> None:
+def test_every_simulated_delivery_carries_the_marker(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
     config = simulate.SimulationConfig(start=date(2026, 3, 2), days=2, deliveries=10, seed=4)
     history = simulate.build_history(config)
     assert {a.kind for a in history.arrivals} == {"landed", "duplicate", "quarantine"}
     assert all(str(a.event_id).startswith("sim-") for a in history.arrivals)
-    simulate.feed(Settings(data_dir=tmp_path, flush_interval_s=0.05), history.arrivals)
+    settings = make_settings(data_dir=tmp_path, signing_keys=(), flush_interval_s=0.05)
+    simulate.feed(settings, history.arrivals)
     # Quarantined ones too, invalid JSON included: a simulated directory holds nothing foreign.
     assert simulate.foreign_deliveries(str(tmp_path / "tables")) == 0
     stored = simulate.stored_event_ids(str(tmp_path / "tables"))
@@ -231,12 +238,16 @@ def test_a_start_too_recent_is_refused_with_the_latest_that_fits(tmp_path: Path)
     assert_received_by(tmp_path / "demo", run.ended)
 
 
-def test_feed_refuses_a_receipt_in_the_future(tmp_path: Path) -> None:
+def test_feed_refuses_a_receipt_in_the_future(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
     body = real_bodies()[0]
     future = time.time() + 3600
     arrival = simulate.Arrival(future, body, int(future), None, "landed")
     with pytest.raises(ValueError, match="after now"):
-        simulate.feed(Settings(data_dir=tmp_path), [arrival])
+        simulate.feed(
+            make_settings(data_dir=tmp_path, signing_keys=(), flush_interval_s=1.0), [arrival]
+        )
     assert not (tmp_path / "tables").exists()
 
 
@@ -255,7 +266,9 @@ def test_history_moves_back_by_whole_days_and_stays_the_same_world() -> None:
     )
 
 
-def test_the_clock_never_runs_past_the_dedup_window(tmp_path: Path) -> None:
+def test_the_clock_never_runs_past_the_dedup_window(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
     """The committer prunes its dedup index by the simulated clock: were it days ahead of what
     is committed, a retry would find its first delivery forgotten and land a second time."""
     config = simulate.SimulationConfig(
@@ -266,7 +279,9 @@ def test_the_clock_never_runs_past_the_dedup_window(tmp_path: Path) -> None:
         arrivals=simulate.Arrivals(duplicate=0.5),
     )
     history = simulate.build_history(config)
-    settings = Settings(data_dir=tmp_path, dedup_window_days=1, flush_interval_s=0.05)
+    settings = make_settings(
+        data_dir=tmp_path, signing_keys=(), dedup_window_days=1, flush_interval_s=0.05
+    )
     landed = simulate.feed(settings, history.arrivals)
     assert landed.events == len(history.events())
     for table in CHANNEL_TABLES:

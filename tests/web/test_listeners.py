@@ -38,10 +38,10 @@ ADMIN_ONLY_PATHS = [
 
 
 @pytest.fixture
-def make_client(tmp_path: Path) -> ClientFactory:
+def make_client(tmp_path: Path, make_settings: Callable[..., Settings]) -> ClientFactory:
     @contextmanager
     def make(**overrides: Any) -> Iterator[TestClient]:
-        settings = Settings(
+        settings = make_settings(
             data_dir=tmp_path / "data",
             signing_keys=(TEST_KEY,),
             flush_interval_s=0.05,

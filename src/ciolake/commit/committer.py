@@ -10,6 +10,7 @@ deliveries it holds already.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -19,9 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from ciolake.commit.dedup import DedupIndex, keep_from_day
+from ciolake.commit.pools import Item, Pool, SeenEntry, TablePools, applied_watermarks, tables_of
 from ciolake.events.decode import Quarantined, decode_event
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
@@ -41,12 +41,19 @@ _RETRY_MAX_S = 30.0
 
 # Adaptive batching. delta-rs's commit costs more as a table gathers files (several times a
 # new table's at a thousand files; docs/performance.md), so when a batch's commits take
-# longer than ADAPT_ABOVE_S, batches are spaced so that committing takes at most
-# COMMIT_SHARE of the time, and grow (up to MAX_GROWTH times the configured bounds) to carry
-# what arrives meanwhile: fewer, larger commits instead of falling behind.
+# longer than ADAPT_ABOVE_S (smoothed over batches: SMOOTHING is the weight of the last),
+# batches are spaced so that committing takes at most COMMIT_SHARE of the time, and grow (up
+# to MAX_GROWTH times the configured bounds) to carry what arrives meanwhile: fewer, larger
+# commits instead of falling behind. A larger growth bought little and held more memory.
 COMMIT_SHARE = 0.1
 ADAPT_ABOVE_S = 0.25
-MAX_GROWTH = 4
+MAX_GROWTH = 2
+SMOOTHING = 0.3
+# Fewer tables per batch (``commit/pools.py``). The committer is busy while its commits take
+# more than COMMIT_SHARE of a flush interval; then a table waits until it has 1/MIN_ROWS_SHARE
+# of a batch's event bound in rows, or for MAX_WAIT_INTERVALS flush intervals.
+MIN_ROWS_SHARE = 10
+MAX_WAIT_INTERVALS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +80,11 @@ class CommitterConfig:
 
 @dataclass(slots=True)
 class _Plan:
-    """What one batch writes where, and what the dedup index learns from it."""
+    """What one batch adds to each table's pool, and what the dedup index learns now."""
 
-    tables: dict[str, pa.Table]
-    seen: list[tuple[str, int]]
+    items: dict[str, list[Item]]
+    seen: dict[str, list[SeenEntry]]
     duplicates: int
-    accepted: dict[str, int]
-    quarantined: dict[str, int]
-    with_violations: int
 
 
 class Committer:
@@ -117,8 +121,18 @@ class Committer:
         self._versions: dict[str, dict[int, int]] = {}
         self._versions_unknown = False
         self._known_streams: set[int] = set()
+        self._applied: dict[int, int] = {}
         self._last_prune = float("-inf")
+        # Seconds a batch's commits take, smoothed over batches (SMOOTHING).
         self._commit_seconds = 0.0
+        self._pools = TablePools()
+        # Per stream, the last sequence number taken into the pools.
+        self._processed: dict[int, int] = {}
+        self._pooled_count = 0
+        self._pooled_bytes = 0
+        self._pooled_oldest_us: int | None = None
+        # Seen entries of committed rows that the dedup index has not recorded yet.
+        self._unrecorded: list[SeenEntry] = []
         self.commits = 0
         self.consecutive_failures = 0
         self.last_failure: str | None = None
@@ -186,14 +200,15 @@ class Committer:
     def backlog(self) -> tuple[int, int]:
         """Deliveries journaled but not yet committed: (count, body bytes)."""
         with self._condition:
-            return len(self._queue) + len(self._in_flight), self._pending_bytes
+            count = len(self._queue) + len(self._in_flight) + self._pooled_count
+            return count, self._pending_bytes + self._pooled_bytes
 
     def oldest_pending_us(self) -> int | None:
         """Receipt time of the oldest delivery not yet committed, if any."""
         with self._condition:
-            if self._in_flight:
-                return self._in_flight[0].received_at_us
-            return self._queue[0].received_at_us if self._queue else None
+            heads = self._in_flight[:1] + list(itertools.islice(self._queue, 1))
+            pooled = [] if self._pooled_oldest_us is None else [self._pooled_oldest_us]
+            return min([r.received_at_us for r in heads] + pooled, default=None)
 
     def drain(self) -> None:
         """From now on, commit whatever is queued at once instead of waiting to fill batches
@@ -227,12 +242,25 @@ class Committer:
                 return
             if not self._apply_with_retries(batch):
                 return
-            last_flush = time.monotonic()
+            if batch:
+                last_flush = time.monotonic()
+
+    def _max_wait_s(self) -> float:
+        return MAX_WAIT_INTERVALS * self._config.flush_interval_s
 
     def _next_batch(self, last_flush: float) -> list[JournalRecord] | None:
+        """The next batch to apply; empty when only pooled rows are due; None to stop."""
         with self._condition:
             while not self._queue and not self._stopping:
-                self._condition.wait()
+                pooled_until = self._pools.next_deadline(self._max_wait_s())
+                if pooled_until is None:
+                    self._condition.wait()
+                elif (remaining := pooled_until - time.monotonic()) > 0:
+                    self._condition.wait(remaining)
+                else:
+                    return []
+            if self._stopping and not self._queue:
+                return [] if self._pools else None
             deadline = last_flush + self.batch_interval()
             while (
                 not self._batch_ready()
@@ -240,8 +268,6 @@ class Committer:
                 and (remaining := deadline - time.monotonic()) > 0
             ):
                 self._condition.wait(remaining)
-            if not self._queue:
-                return None
             self._in_flight = self._take_batch()
             return self._in_flight
 
@@ -268,12 +294,17 @@ class Committer:
         """
         delay = _RETRY_FIRST_S
         retrying = self._versions_unknown
+        pooled = False
         while True:
             try:
                 with self._lock:
                     if retrying:
                         self._refresh_versions()
-                    self._apply(batch)
+                        self._pools.drop_held(self._holds_table)
+                    if not pooled:
+                        self._pool(batch)
+                        pooled = True
+                    self._commit_due()
                 break
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
                 self._note_failure(exc)
@@ -284,10 +315,20 @@ class Committer:
                 retrying = True
         self.consecutive_failures = 0
         self.last_failure = None
+        self._settle(batch)
+        return True
+
+    def _settle(self, batch: list[JournalRecord]) -> None:
+        """Publish, for other threads, what the pools hold now that the batch is applied."""
+        waiting = sum(lsn - self._applied.get(k, 0) for k, lsn in self._processed.items())
+        oldest = self._pools.oldest_received_us()
         with self._condition:
             self._pending_bytes -= sum(len(r.body) for r in batch)
             self._in_flight = []
-        return True
+            # Deliveries taken that some table does not hold yet; the pooled rows' bodies.
+            self._pooled_count = waiting
+            self._pooled_bytes = self._pools.body_bytes
+            self._pooled_oldest_us = oldest
 
     def _refresh_versions(self) -> None:
         if self._versions_unknown:
@@ -302,6 +343,9 @@ class Committer:
     def _holds(self, table: str, record: JournalRecord) -> bool:
         """True if ``table`` already holds whatever ``record`` puts in it."""
         return record.lsn <= self._versions[table].get(record.stream, 0)
+
+    def _holds_table(self, table: str, record: JournalRecord) -> bool:
+        return self._holds(table, record)
 
     def _note_failure(self, exc: Exception) -> None:
         self.consecutive_failures += 1
@@ -321,31 +365,69 @@ class Committer:
         with self._condition:
             return self._stopping
 
-    def _apply(self, batch: list[JournalRecord]) -> None:
-        started = time.monotonic()
-        last_lsns: dict[int, int] = {}
+    def _pool(self, batch: list[JournalRecord]) -> None:
+        """Decode and deduplicate a batch, and add its rows to their tables' pools."""
         for record in batch:
-            last_lsns[record.stream] = max(record.lsn, last_lsns.get(record.stream, 0))
+            self._processed[record.stream] = max(record.lsn, self._processed.get(record.stream, 0))
         plan = self._plan(batch)
-        committing = time.monotonic()
-        seconds = self._writer.append_all(plan.tables, versions=last_lsns)
-        self._commit_seconds = time.monotonic() - committing
-        for name in plan.tables:
+        now = time.monotonic()
+        for table in plan.items.keys() | plan.seen.keys():
+            self._pools.add(table, plan.items.get(table, []), plan.seen.get(table, []), now)
+        self._metrics.duplicates.inc(plan.duplicates)
+
+    def _commit_due(self) -> None:
+        """Commit every pool that is due, then record and retire what all tables hold."""
+        started = time.monotonic()
+        due = self._pools.due(
+            now=started,
+            min_rows=max(1, self._config.batch_max_events // MIN_ROWS_SHARE),
+            max_wait_s=self._max_wait_s(),
+            all_due=self._stopping or self._draining or not self._busy(),
+        )
+        pools = [(table, self._pools.take(table)) for table in due]
+        try:
+            self._commit(pools, started)
+        except BaseException:
+            for table, pool in pools:
+                self._pools.add(table, pool.items, pool.seen, pool.since)
+            raise
+        self._record()
+        self._maybe_prune()
+        return_free_memory()
+
+    def _busy(self) -> bool:
+        return self._commit_seconds > COMMIT_SHARE * self._config.flush_interval_s
+
+    def _commit(self, pools: list[tuple[str, Pool]], started: float) -> None:
+        tables = tables_of(pools)
+        seconds: dict[str, float] = {}
+        if tables:
+            committing = time.monotonic()
+            seconds = self._writer.append_all(tables, versions=self._processed)
+            took = time.monotonic() - committing
+            self._commit_seconds += SMOOTHING * (took - self._commit_seconds)
+        for name in tables:
             held = self._versions[name]
             # Never lower: a recovered batch can end below what a table already holds.
-            held.update({k: max(lsn, held.get(k, 0)) for k, lsn in last_lsns.items()})
-        self._dedup.record(plan.seen, applied=last_lsns)
-        self._on_applied(last_lsns)
-        for stream, lsn in last_lsns.items():
+            held.update({k: max(lsn, held.get(k, 0)) for k, lsn in self._processed.items()})
+        for _table, pool in pools:
+            self._unrecorded.extend(pool.seen)
+        self._count(pools, seconds, time.monotonic() - started)
+
+    def _record(self) -> None:
+        """Tell the dedup index, the runtime and the journal what every table holds now."""
+        applied = applied_watermarks(self._processed, self._pools.first_lsns())
+        self._dedup.record(self._unrecorded, applied=applied)
+        self._unrecorded = []
+        self._applied = applied
+        self._on_applied(applied)
+        for stream, lsn in applied.items():
             self._retire(stream, lsn)
-        self._maybe_prune()
-        self._count(plan, seconds, time.monotonic() - started)
-        del plan
-        return_free_memory()
 
     def _plan(self, batch: list[JournalRecord]) -> _Plan:
         decoded = [(record, decode_event(record.body)) for record in batch]
-        raw_items = [(r, d) for r, d in decoded if not self._holds(RAW_EVENTS, r)]
+        plan = _Plan(defaultdict(list), defaultdict(list), 0)
+        plan.items[RAW_EVENTS] = [(r, d) for r, d in decoded if not self._holds(RAW_EVENTS, r)]
         quarantine_items: list[rows.QuarantineItem] = []
         typed_items: list[rows.TypedItem] = []
         for record, result in decoded:
@@ -357,40 +439,27 @@ class Committer:
                 quarantine_items.append((record, result))
             else:
                 typed_items.append((record, result))
-        quarantine_items = [(r, q) for r, q in quarantine_items if not self._holds(QUARANTINE, r)]
-        plan = _Plan({}, [], 0, {}, {}, 0)
-        by_table = self._deduplicate(typed_items, plan)
-        if raw_items:
-            plan.tables[RAW_EVENTS] = rows.raw_table(raw_items)
-        if quarantine_items:
-            plan.tables[QUARANTINE] = rows.quarantine_table(quarantine_items)
-            for _r, q in quarantine_items:
-                plan.quarantined[q.reason] = plan.quarantined.get(q.reason, 0) + 1
-        for table, items in by_table.items():
-            plan.tables[table] = rows.channel_table(table, items)
-            plan.accepted[table] = len(items)
-            plan.with_violations += sum(1 for _r, t in items if t.spec_violations)
+        plan.items[QUARANTINE] = [
+            (r, q) for r, q in quarantine_items if not self._holds(QUARANTINE, r)
+        ]
+        self._deduplicate(typed_items, plan)
         return plan
 
-    def _deduplicate(
-        self, items: list[rows.TypedItem], plan: _Plan
-    ) -> dict[str, list[rows.TypedItem]]:
+    def _deduplicate(self, items: list[rows.TypedItem], plan: _Plan) -> None:
         already = self._dedup.seen([t.event.event_id for _r, t in items])
         batch_seen: set[str] = set()
-        by_table: dict[str, list[rows.TypedItem]] = defaultdict(list)
         for record, typed in items:
             event_id = typed.event.event_id
             fresh = not self._holds(typed.table, record)
-            if event_id in already or event_id in batch_seen:
+            if event_id in already or event_id in batch_seen or self._pools.pooled(event_id):
                 plan.duplicates += fresh
                 continue
             batch_seen.add(event_id)
-            plan.seen.append(
+            plan.seen[typed.table].append(
                 (event_id, keep_from_day(record.received_at_us, typed.event.timestamp))
             )
             if fresh:
-                by_table[typed.table].append((record, typed))
-        return by_table
+                plan.items[typed.table].append((record, typed))
 
     def _maybe_prune(self) -> None:
         now = self._clock()
@@ -400,16 +469,19 @@ class Committer:
             if removed:
                 logger.info("dedup index pruned", extra={"removed": removed})
 
-    def _count(self, plan: _Plan, seconds: dict[str, float], batch_seconds: float) -> None:
+    def _count(
+        self, pools: list[tuple[str, Pool]], seconds: dict[str, float], batch_seconds: float
+    ) -> None:
         m = self._metrics
         for table, took in seconds.items():
             m.commits.labels(table=table).inc()
             m.commit_seconds.labels(table=table).observe(took)
         self.commits += len(seconds)
-        for table, count in plan.accepted.items():
-            m.accepted.labels(table=table).inc(count)
-        for reason, count in plan.quarantined.items():
-            m.quarantined.labels(reason=reason).inc(count)
-        m.duplicates.inc(plan.duplicates)
-        m.spec_violations.inc(plan.with_violations)
+        for table, pool in pools:
+            if table == QUARANTINE:
+                for _record, quarantined in pool.items:
+                    m.quarantined.labels(reason=quarantined.reason).inc()
+            elif table != RAW_EVENTS and pool.items:
+                m.accepted.labels(table=table).inc(len(pool.items))
+                m.spec_violations.inc(sum(1 for _r, typed in pool.items if typed.spec_violations))
         m.batch_seconds.observe(batch_seconds)

@@ -9,7 +9,21 @@ never written around.
 
 from __future__ import annotations
 
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+import os
+
+# delta-rs allocates with its own jemalloc, read once when the library loads. Its defaults (an
+# arena per thread of four per core, a cache per thread) kept about 50 MiB more resident in
+# the committer's process than one arena without thread caches, for no measurable speed
+# (docs/performance.md). A setting of the user's own is left alone.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "narenas:1,tcache:false")
+
+# The imports come after the allocator setting, which must precede the library's loading.
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, RemoveAction
@@ -25,5 +39,4 @@ __all__ = [
     "TableNotFoundError",
     "Transaction",
     "WriterProperties",
-    "write_deltalake",
 ]

@@ -33,7 +33,8 @@ SUPPORTED = "a local path, file:///path, " + ", ".join(REMOTE_SCHEMES.values())
 # that never answers costs one request timeout, not delta-rs's default of 10 retries.
 CONNECT_TIMEOUT = "5s"
 REQUEST_TIMEOUT = "15s"
-RETRY_TIMEOUT = "10s"
+RETRY_TIMEOUT_S = 10
+RETRY_TIMEOUT = f"{RETRY_TIMEOUT_S}s"
 MAX_RETRIES = "3"
 
 _SCHEME_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")

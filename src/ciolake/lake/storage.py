@@ -7,15 +7,17 @@ here, chosen once by ``table_storage``:
 - local files are written through a file descriptor and synced, with their directory, before
   the commit that names them: the journal is deleted once the commit is in, so the files must
   outlive a power cut, and so must the commit itself (``make_durable``, after it);
-- an object store's files go through delta-rs's own storage handler, with the location's
-  credentials and time limits: a PUT that returned is durable. The handler holds the GIL
-  while it waits for the store, so only replay's processes write through it; the
-  committer's appends to an object store go through ``write_deltalake`` instead
-  (``lake/writer.py``), which releases it.
+- an object store's files are written (one PUT each: a PUT that returned is durable) and
+  deleted through obstore, the Python binding of the Rust ``object_store`` crate that delta-rs
+  itself uses, with the same credentials from the environment and the location's time limits.
+  It releases the GIL while it waits for the store; delta-rs's Python storage handler does
+  not, and with a store that stopped answering it outlasted its time limits and froze every
+  thread of the server. Reads (replay's) go through that handler as a pyarrow filesystem.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,21 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from obstore import delete as delete_object
+from obstore import head, put
+from obstore.exceptions import NotFoundError
+from obstore.store import ObjectStore, from_url
 
 from ciolake.journal.fsync import fsync_directory, fsync_path
 from ciolake.lake.delta import DeltaStorageHandler
-from ciolake.lake.location import TablesLocation, storage_options
+from ciolake.lake.location import (
+    CONNECT_TIMEOUT,
+    MAX_RETRIES,
+    REQUEST_TIMEOUT,
+    RETRY_TIMEOUT_S,
+    TablesLocation,
+    storage_options,
+)
 
 COMPRESSION = "snappy"
 
@@ -72,7 +85,25 @@ def table_storage(location: TablesLocation, name: str) -> TableStorage:
         return LocalStorage(location.path / name)
     uri = location.table_uri(name)
     handler = DeltaStorageHandler(uri, storage_options(location))
-    return ObjectStorage(uri, pafs.PyFileSystem(handler))
+    return ObjectStorage(uri, pafs.PyFileSystem(handler), object_store(uri))
+
+
+def object_store(uri: str) -> ObjectStore:
+    """An obstore client of ``uri``, with the location's time limits (``lake/location.py``)
+    and the credentials of the environment, as delta-rs reads them."""
+    return from_url(
+        uri,
+        client_options={
+            "connect_timeout": CONNECT_TIMEOUT,
+            "timeout": REQUEST_TIMEOUT,
+            # A local test server (AWS_ALLOW_HTTP, as delta-rs reads it).
+            "allow_http": os.environ.get("AWS_ALLOW_HTTP", "").lower() == "true",
+        },
+        retry_config={
+            "max_retries": int(MAX_RETRIES),
+            "retry_timeout": dt.timedelta(seconds=RETRY_TIMEOUT_S),
+        },
+    )
 
 
 def _commit_name(version: int) -> str:
@@ -124,29 +155,36 @@ class LocalStorage:
 
 @dataclass(frozen=True)
 class ObjectStorage:
-    """A table on an object store, reached through delta-rs's storage handler."""
+    """A table on an object store: written through obstore, read through delta-rs's storage
+    handler (see the module)."""
 
     uri: str
     filesystem: pafs.FileSystem
+    store: ObjectStore
 
     def path(self, relative: str) -> str:
         return relative
 
     def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
-        with self.filesystem.open_output_stream(relative) as stream:
-            pq.write_table(data, stream, compression=COMPRESSION, use_dictionary=dictionary)
-            size: int = stream.tell()
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink, compression=COMPRESSION, use_dictionary=dictionary)
+        body = sink.getvalue()
+        put(self.store, relative, body.to_pybytes(), use_multipart=False)
+        size: int = body.size
         return size
 
     def delete(self, relative: str) -> None:
         try:
-            self.filesystem.delete_file(relative)
-        except FileNotFoundError:
+            delete_object(self.store, relative)
+        except (FileNotFoundError, NotFoundError):
             return
 
     def has_commit(self, version: int) -> bool:
-        info = self.filesystem.get_file_info(_commit_name(version))
-        return bool(info.type != pafs.FileType.NotFound)
+        try:
+            head(self.store, _commit_name(version))
+        except (FileNotFoundError, NotFoundError):
+            return False
+        return True
 
     def make_durable(self, versions: range) -> None:
         return

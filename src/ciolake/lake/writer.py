@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 
 from ciolake.errors import TableWriteError
-from ciolake.lake.delta import CommitProperties, DeltaTable, Transaction, write_deltalake
+from ciolake.lake.delta import DeltaTable, Transaction
 from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location
@@ -164,10 +164,6 @@ class DeltaWriter:
         versions = {k: max(v, known.get(k, 0)) for k, v in versions.items()}
         transactions = [Transaction(app_id(k), v) for k, v in sorted(versions.items())]
         spec = ALL_SPECS[name]
-        if self._location.remote:
-            self._append_remote(name, rows, transactions)
-            known.update(versions)
-            return time.monotonic() - started
         storage = self._storages[name]
         files = write_files(storage, rows, partition_by=spec.partition_by)
         try:
@@ -186,21 +182,6 @@ class DeltaWriter:
             raise
         known.update(versions)
         return time.monotonic() - started
-
-    def _append_remote(self, name: str, rows: pa.Table, transactions: list[Transaction]) -> None:
-        # On an object store delta-rs writes the files too: its Python storage handler (what
-        # ``lake/storage.py`` reads and replay writes through) holds the GIL while it waits
-        # for the store and, with a store that stops answering, outlasted its time limits:
-        # in the supervisor that froze the tail and the readiness report. ``write_deltalake``
-        # releases the GIL and keeps the limits; its commit carries the same app transactions.
-        write_deltalake(
-            self._tables[name],
-            rows,
-            mode="append",
-            partition_by=[ALL_SPECS[name].partition_by],
-            commit_properties=CommitProperties(app_transactions=transactions),
-            storage_options=self._storage_options,
-        )
 
     def close(self) -> None:
         """Stop the commit threads."""

@@ -19,6 +19,7 @@ from ciolake.lake import rows
 from ciolake.lake.files import write_files
 from ciolake.lake.replay import replayer as replay
 from ciolake.lake.replay.keys import KeyCache
+from ciolake.lake.replay.plan import Plan, plan_chunk
 from ciolake.lake.replay.replayer import Replayer, ReplayRange
 from ciolake.lake.storage import LocalStorage
 from ciolake.lake.table_files import TableFiles
@@ -59,17 +60,16 @@ def commit_email_row(table: Path, body: bytes, *, received_s: int, lsn: int) -> 
 
 def after_first_email_plan(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
     """Run ``action`` once, right after replay first plans ``email_events``."""
-    planned = replay._plan
     done: list[bool] = []
 
-    def plan_then_act(files: TableFiles, derived: pa.Table, cache: KeyCache) -> replay._Plan:
-        plan = planned(files, derived, cache)
+    def plan_then_act(files: TableFiles, derived: pa.Table, cache: KeyCache) -> Plan:
+        plan = plan_chunk(files, derived, cache)
         if files.name == "email_events" and not done:
             done.append(True)
             action()
         return plan
 
-    monkeypatch.setattr(replay, "_plan", plan_then_act)
+    monkeypatch.setattr(replay, "plan_chunk", plan_then_act)
 
 
 def test_a_row_of_the_chunk_committed_after_planning_is_not_written_twice(

@@ -3,7 +3,8 @@
 After an upgrade, a schema fix or a decoder fix, ``raw_events`` still holds every delivery as
 received. Replay reads it in chunks of Arrow batches, decodes each body with today's code, keeps
 the earliest delivery of each event (smallest ``received_at``, then journal position, as the
-committer keeps the first), and reconciles the chunk with each channel table:
+committer keeps the first), and reconciles the chunk with each channel table, as planned by
+``ciolake.lake.replay.plan``:
 
 - it reads, from the ``event_date`` partitions the chunk touches only, the keys of the stored
   rows (``event_id``, ``received_at``, journal position) and joins them to the chunk's;
@@ -51,21 +52,9 @@ from ciolake.lake.delta import DeltaTable
 from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_table, open_tables
 from ciolake.lake.location import parse_location, storage_options
-from ciolake.lake.replay.keys import (
-    DEFAULT_KEY_CACHE_BYTES,
-    KEY_COLUMNS,
-    KeyCache,
-    keys_of,
-    stored_keys,
-)
-from ciolake.lake.replay.reads import (
-    by_size,
-    in_order,
-    raw_batches,
-    remainders,
-    rows_of,
-    stored_rows,
-)
+from ciolake.lake.replay.keys import DEFAULT_KEY_CACHE_BYTES, KeyCache
+from ciolake.lake.replay.plan import Plan, plan_chunk, plan_holds
+from ciolake.lake.replay.reads import in_order, raw_batches, remainders, rows_of
 from ciolake.lake.table_files import TableFiles, true_count, true_indices
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
 from ciolake.lake.transactions import CommitConflictError, UnsupportedTableError, commit_files
@@ -74,11 +63,6 @@ from ciolake.runtime.locks import FileLock, commit_lock_path
 from ciolake.runtime.memory import return_free_memory
 from ciolake.settings import Settings
 from ciolake.units import SECONDS_PER_DAY
-
-# A stored row from the same delivery (journal stream and lsn) was built from the same body, so
-# its copy of the body cannot differ: it is not read back to compare (it is most of a row).
-_NOT_COMPARED = frozenset({"payload"})
-
 
 _MICROS_PER_DAY = SECONDS_PER_DAY * 1_000_000
 
@@ -345,7 +329,7 @@ class Replayer:
 
         Planning is most of a chunk's work; holding the lock through it kept the server's
         committer waiting for it. Under the lock, a plan is used only if what was committed
-        meanwhile cannot change it (``_plan_holds``); else that table is planned again.
+        meanwhile cannot change it (``plan_holds``); else that table is planned again.
         """
         # One contiguous chunk: takes from a table of hundreds of small batches cost more.
         chunk = chunk.combine_chunks()
@@ -368,7 +352,7 @@ class Replayer:
 
     def _planned(
         self, chunk: pa.Table, table: str, indices: list[int], typed: list[Typed]
-    ) -> tuple[str, pa.Table, _Bodies, _Plan]:
+    ) -> tuple[str, pa.Table, _Bodies, Plan]:
         """The rows today's code derives for ``table`` from the chunk, and their plan."""
         taken = pa.array(indices, pa.int64())
         derived = rows.channel_table_of(
@@ -380,7 +364,7 @@ class Replayer:
             # Most of a row, and needed only for rows written: taken then (_Bodies).
             payload=pa.nulls(len(indices), pa.string()),
         )
-        plan = _plan(self._files(table), derived, self._keys)
+        plan = plan_chunk(self._files(table), derived, self._keys)
         return table, derived, _Bodies(chunk.column("body"), taken), plan
 
     def _choose(
@@ -433,18 +417,18 @@ class Replayer:
         table: str,
         derived: pa.Table,
         bodies: _Bodies,
-        planned: _Plan,
+        planned: Plan,
         result: ReplayResult,
     ) -> pa.BooleanArray:
         """Bring ``table`` in line with ``derived`` (``planned`` earlier, at some version);
         return which derived rows were written."""
         result.count(result.upserted, table, derived.num_rows)
-        plan: _Plan | None = planned
+        plan: Plan | None = planned
         for attempt in range(_COMMIT_ATTEMPTS):
             files = self._files(table)
-            if plan is None or not _plan_holds(plan, files, derived, self._keys):
+            if plan is None or not plan_holds(plan, files, derived, self._keys):
                 result.planned_again += 1
-                plan = _plan(files, derived, self._keys)
+                plan = plan_chunk(files, derived, self._keys)
             try:
                 self._write(files, derived, bodies, plan)
             except CommitConflictError:
@@ -461,7 +445,7 @@ class Replayer:
             return written
         raise AssertionError("unreachable")
 
-    def _write(self, files: TableFiles, derived: pa.Table, bodies: _Bodies, plan: _Plan) -> None:
+    def _write(self, files: TableFiles, derived: pa.Table, bodies: _Bodies, plan: Plan) -> None:
         written_rows = pc.or_(plan.new, plan.rewrite)
         incoming = bodies.fill(derived.filter(written_rows), written_rows)
         if not incoming.num_rows:
@@ -559,210 +543,6 @@ class _Chosen:
     by_table: dict[str, tuple[list[int], list[Typed]]] = field(default_factory=dict)
     # Chunk rows that are in quarantine and move out of it.
     moved: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Plan:
-    """What to do with each derived row (boolean masks), and which stored files to rewrite;
-    made at table ``version`` from the files ``seen`` in the partitions ``dates``."""
-
-    new: pa.BooleanArray
-    rewrite: pa.BooleanArray
-    rewrite_paths: tuple[str, ...]
-    version: int
-    dates: pa.Array
-    seen: frozenset[str]
-
-
-def _plan(files: TableFiles, derived: pa.Table, cache: KeyCache) -> _Plan:
-    """Sort the derived rows into new, to rewrite, and unchanged (the rest)."""
-    count = derived.num_rows
-    ids = derived.column("event_id")
-    partition = files.spec.partition_by
-    dates = pc.unique(derived.column(partition))
-    in_dates = files.select(partitions=dates)
-    seen = frozenset(files.paths[i] for i in in_dates.to_pylist())
-    nothing = pa.array([False] * count, pa.bool_())
-    if not len(in_dates):
-        return _Plan(pc.invert(nothing), nothing, (), files.version, dates, seen)
-    low, high = pc.min_max(ids).values()
-    candidates = files.select(partitions=dates, ranges=[("event_id", low, high)])
-    stored = stored_keys(files, candidates=candidates, ids=ids, cache=cache)
-    # One row per stored copy of a chunk event: which derived row, which file, which delivery.
-    joined = stored.join(
-        pa.table({"event_id": ids, "row": pa.array(range(count), pa.int64())}),
-        "event_id",
-        join_type="inner",
-    )
-    row = joined.column("row")
-    theirs = [joined.column(c).cast(pa.int64()) for c in KEY_COLUMNS[1:]]
-    ours = [derived.column(c).cast(pa.int64()).take(row) for c in KEY_COLUMNS[1:]]
-    earlier, same = _compare_keys(theirs, ours)
-    later = pc.and_not(pc.invert(earlier), same)
-    per_row = (
-        pa.table({"row": row, "earlier": earlier, "later": later})
-        .group_by("row")
-        .aggregate([("earlier", "any"), ("later", "any"), ("row", "count")])
-    )
-    flags = (
-        pa.table({"row": pa.array(range(count), pa.int64())})
-        .join(per_row, "row", join_type="left outer")
-        .sort_by("row")
-    )
-    new = pc.is_null(flags.column("row_count"))
-    stored_earlier = pc.fill_null(flags.column("earlier_any"), False)
-    stored_later = pc.fill_null(flags.column("later_any"), False)
-    copies = pc.fill_null(flags.column("row_count"), 0)
-    open_rows = pc.invert(pc.or_(new, stored_earlier))
-    rewrite = pc.and_(open_rows, pc.or_(stored_later, pc.greater(copies, 1)))
-    # Stored from the very delivery the chunk has: equal unless the derivation changed.
-    check = pc.and_not(open_rows, rewrite)
-    held_in = joined.column("file").cast(pa.int64())
-    if true_count(check):
-        checked = pc.take(check, row)
-        holding = pa.table(
-            {
-                "file": held_in.filter(checked),
-                "position": joined.column("position").filter(checked),
-            }
-        )
-        rewrite = pc.or_(rewrite, _changed(files, derived, check, holding))
-    rewrite_files = pc.unique(held_in.filter(pc.take(rewrite, row))).to_pylist()
-    rewrite_paths = tuple(files.paths[i] for i in rewrite_files)
-    return _Plan(
-        new.combine_chunks(), rewrite.combine_chunks(), rewrite_paths, files.version, dates, seen
-    )
-
-
-def _plan_holds(plan: _Plan, files: TableFiles, derived: pa.Table, cache: KeyCache) -> bool:
-    """Whether ``plan`` still holds for ``files``, which may be at a later version.
-
-    It does if no file of its partitions has gone since (a rewrite or a compaction, which
-    may have moved or changed rows), and no file added since holds a row of its events (the
-    committer took a retried delivery of one, or another replay wrote one).
-    """
-    if plan.version == files.version:
-        return True
-    in_dates = files.select(partitions=plan.dates).to_pylist()
-    now = {files.paths[i]: i for i in in_dates}
-    if not plan.seen <= now.keys():
-        return False
-    added = [i for path, i in now.items() if path not in plan.seen]
-    ids = derived.column("event_id").combine_chunks()
-    return not any(
-        pc.any(pc.is_in(keys.column("event_id"), value_set=ids)).as_py()
-        for keys in keys_of(files, added, cache).values()
-    )
-
-
-def _changed(
-    files: TableFiles, derived: pa.Table, check: pa.BooleanArray, holding: pa.Table
-) -> pa.BooleanArray:
-    """Which ``check`` rows differ from their stored row (read back from ``holding``: the
-    file and the position in it of each)."""
-    changed = [False] * derived.num_rows
-    to_check = true_indices(check)
-    wanted = derived.column("event_id").take(to_check)
-    compared = [name for name in files.spec.schema.names if name not in _NOT_COMPARED]
-    positions: dict[int, list[int]] = {}
-    for index, position in zip(
-        holding.column("file").to_pylist(), holding.column("position").to_pylist(), strict=True
-    ):
-        positions.setdefault(index, []).append(position)
-    for group in by_size(files, pa.array(sorted(positions), pa.int64())):
-        stored = stored_rows(files, group, wanted, positions, compared)
-        _mark_changed(stored, derived, to_check, changed)
-    return pa.array(changed, pa.bool_())
-
-
-def _mark_changed(
-    stored: pa.Table, derived: pa.Table, to_check: pa.Int64Array, changed: list[bool]
-) -> None:
-    """Set ``changed`` for the ``to_check`` rows of ``derived`` that differ from ``stored``."""
-    stored_rows = pa.array(range(stored.num_rows), pa.int64())
-    pairs = (
-        pa.table({"event_id": stored.column("event_id"), "stored_row": stored_rows})
-        .join(
-            pa.table({"event_id": derived.column("event_id").take(to_check), "row": to_check}),
-            "event_id",
-            join_type="inner",
-        )
-        .sort_by("stored_row")
-    )
-    if not pairs.num_rows:
-        return
-    order, picked = pairs.column("row"), pairs.column("stored_row")
-    # Text columns are most of a stored row's size, and copying them in derived order cost more
-    # than comparing them: flat columns are compared in stored order, against the derived rows
-    # taken into that order (null where a stored row is not one to check, e.g. another chunk's
-    # row in the same file); nested columns, which are small, are taken in pair order.
-    whole = pairs.num_rows == stored.num_rows
-    index = order
-    if not whole:
-        index = (
-            pa.table({"stored_row": pa.array(range(stored.num_rows), pa.int64())})
-            .join(pairs, "stored_row", join_type="left outer")
-            .sort_by("stored_row")
-            .column("row")
-        )
-    for column in derived.schema:
-        if column.name in _NOT_COMPARED:
-            continue
-        theirs = stored.column(column.name)
-        if theirs.type != column.type:
-            theirs = theirs.cast(column.type)
-        rows_of = index
-        if pa.types.is_nested(column.type) and not whole:
-            theirs, rows_of = theirs.take(picked), order
-        ours = derived.column(column.name).take(rows_of)
-        if theirs.equals(ours):
-            continue
-        found = _differing(theirs, ours)
-        if rows_of is index and not whole:
-            found = pc.and_(found, pc.is_valid(index))
-        for row in rows_of.filter(found).to_pylist():
-            changed[row] = True
-
-
-def _differing(
-    a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray
-) -> pa.BooleanArray | pa.ChunkedArray:
-    """Per row, whether ``a`` and ``b`` differ (null equals null)."""
-    if not pa.types.is_nested(a.type):
-        unequal = pc.fill_null(pc.not_equal(a, b), False)
-        return pc.or_(unequal, pc.xor(pc.is_null(a), pc.is_null(b)))
-    # Lists, maps and structs have no comparison kernel: halve until the rows are found.
-    if isinstance(a, pa.ChunkedArray):
-        a = a.combine_chunks()
-    if isinstance(b, pa.ChunkedArray):
-        b = b.combine_chunks()
-    out = [False] * len(a)
-    _bisect(a, b, 0, len(a), out)
-    return pa.array(out, pa.bool_())
-
-
-def _bisect(a: pa.Array, b: pa.Array, start: int, stop: int, out: list[bool]) -> None:
-    size = stop - start
-    if a.slice(start, size).equals(b.slice(start, size)):
-        return
-    if size == 1:
-        out[start] = True
-        return
-    middle = start + size // 2
-    _bisect(a, b, start, middle, out)
-    _bisect(a, b, middle, stop, out)
-
-
-def _compare_keys(
-    theirs: list[pa.Array], ours: list[pa.Array]
-) -> tuple[pa.BooleanArray, pa.BooleanArray]:
-    """Elementwise (stored key < derived key, stored key == derived key), lexicographically."""
-    earlier = pa.array([False] * len(theirs[0]), pa.bool_())
-    same = pa.array([True] * len(theirs[0]), pa.bool_())
-    for stored, chunk in zip(theirs, ours, strict=True):
-        earlier = pc.or_(earlier, pc.and_(same, pc.less(stored, chunk)))
-        same = pc.and_(same, pc.equal(stored, chunk))
-    return earlier, same
 
 
 def _quarantined(quarantine: TableFiles, chunk: pa.Table) -> set[tuple[int, int]]:
