@@ -17,9 +17,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from ciolake.errors import InputError
 from ciolake.lake.delta import CommitFailedError, DeltaTable, WriterProperties
 from ciolake.lake.health import open_table, open_tables, store_errors
@@ -123,18 +120,14 @@ def _count(metrics: dict[str, object], name: str) -> int:
 
 
 def _compact_with_retries(
-    uri: str,
-    filters: list[tuple[str, str, str]] | None,
-    options: dict[str, str],
-    *,
-    target_size: int = TARGET_FILE_BYTES,
+    uri: str, filters: list[tuple[str, str, str]] | None, options: dict[str, str]
 ) -> dict[str, object]:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             table = DeltaTable(uri, storage_options=options)
             result: dict[str, object] = table.optimize.compact(
                 partition_filters=filters,
-                target_size=target_size,
+                target_size=TARGET_FILE_BYTES,
                 writer_properties=WriterProperties(
                     max_row_group_size=ROW_GROUP_ROWS,
                     # Given writer properties, delta-rs writes uncompressed unless told.
@@ -172,56 +165,6 @@ def compact_all(
         compact_table(tables_uri, name, before=before, retention_hours=retention_hours)
         for name in names
     ]
-
-
-# Small-file compaction of the partitions being written (today's, and a late event's day): a
-# partition with SMALL_FILES_AT files under SMALL_FILE_BYTES is compacted, so that a table's
-# file count, which each of delta-rs's commits pays for (docs/performance.md), stays bounded
-# through the day instead of growing by one file per commit until the closed-day pass.
-# Compacted into files of up to SMALL_TARGET_BYTES: files are rewritten until they reach it (a
-# few times each), so it is kept well under TARGET_FILE_BYTES, which the closed-day pass uses.
-SMALL_FILES_AT = 32
-SMALL_FILE_BYTES = 8 * 1024 * 1024
-SMALL_TARGET_BYTES = 32 * 1024 * 1024
-
-
-def crowded_partitions(table: DeltaTable, column: str) -> list[str]:
-    """The partitions of ``table`` holding at least SMALL_FILES_AT files of under
-    SMALL_FILE_BYTES each, as ISO dates."""
-    actions = pa.table(table.get_add_actions(flatten=True))
-    partition = f"partition.{column}"
-    if not actions.num_rows or partition not in actions.column_names:
-        return []
-    small = actions.filter(pc.less(actions.column("size_bytes"), SMALL_FILE_BYTES))
-    counts = small.group_by(partition).aggregate([("size_bytes", "count")])
-    crowded = counts.filter(pc.greater_equal(counts.column("size_bytes_count"), SMALL_FILES_AT))
-    return sorted(str(day) for day in crowded.column(partition).to_pylist())
-
-
-def compact_crowded_partitions(tables_uri: str) -> int:
-    """Background maintenance: compact every partition crowded with small files (see
-    SMALL_FILES_AT), whatever its day; return how many files were rewritten.
-
-    Safe while the committer appends: a compaction does not conflict with a blind append, and
-    its rewrite keeps every row (``dataChange=false``).
-    """
-    location = parse_location(tables_uri)
-    options = storage_options(location)
-    rewritten = 0
-    for name, table in open_tables(location).items():
-        if table is None:
-            continue
-        column = ALL_SPECS[name].partition_by
-        with store_errors(location, name):
-            for day in crowded_partitions(table, column):
-                metrics = _compact_with_retries(
-                    location.table_uri(name),
-                    [(column, "=", day)],
-                    options,
-                    target_size=SMALL_TARGET_BYTES,
-                )
-                rewritten += _count(metrics, "numFilesRemoved")
-    return rewritten
 
 
 def closed_days_before(now: float) -> dt.date:

@@ -21,7 +21,7 @@ from ciolake.commit.dedup import DedupIndex
 from ciolake.errors import StoreUnavailableError
 from ciolake.journal.records import highest_lsn
 from ciolake.journal.tail import JournalTail
-from ciolake.lake.maintenance import compact_closed_days, compact_crowded_partitions
+from ciolake.lake.maintenance import compact_closed_days
 from ciolake.lake.writer import DeltaWriter
 from ciolake.metrics import Metrics
 from ciolake.runtime.launch import stream_directory
@@ -36,8 +36,6 @@ TAIL_INTERVAL_S = 0.02
 # The journal is read ahead into the committer's queue by up to two batches' worth of bodies
 # (the batch being written, and the next); the rest of a backlog waits on disk.
 _READ_AHEAD_BATCHES = 2
-# How often the partitions being written are checked for small files (lake/maintenance.py).
-CROWDED_EVERY_S = 60.0
 
 
 class Runtime:
@@ -186,29 +184,16 @@ class Runtime:
         self.shared.commit_failures[0] = failures
 
     def _maintenance_loop(self) -> None:
-        """Compact closed days every compact interval, and partitions crowded with small
-        files (the days being written) every CROWDED_EVERY_S, or as often as the interval."""
         lower_this_thread(self.settings.background_nice)
-        interval = self.settings.compact_interval_s
-        every = min(CROWDED_EVERY_S, interval)
-        closed_due = time.monotonic() + interval
-        while not self._stop.wait(every):
-            self._maintain(compact_crowded_partitions, self.settings.tables_location)
-            if time.monotonic() >= closed_due:
-                closed_due = time.monotonic() + interval
-                self._maintain(
-                    compact_closed_days,
+        while not self._stop.wait(self.settings.compact_interval_s):
+            try:
+                compact_closed_days(
                     self.settings.tables_location,
                     now=self._clock(),
                     retention_hours=self.settings.vacuum_retention_hours,
                 )
-
-    @staticmethod
-    def _maintain(task: Callable[..., object], *args: object, **kwargs: object) -> None:
-        try:
-            task(*args, **kwargs)
-        except Exception as exc:  # maintenance must never take the server down
-            logger.error("compaction failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            except Exception as exc:  # maintenance must never take the server down
+                logger.error("compaction failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def close(self, *, deadline: float) -> bool:
         """Commit every journaled delivery (no intake writes any more), then stop.
