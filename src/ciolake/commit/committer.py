@@ -2,8 +2,9 @@
 
 It runs on its own thread. A batch is taken at most once per flush interval (or as soon as
 ``batch_max_events`` deliveries or ``batch_max_bytes`` of bodies wait), decoded, deduplicated,
-and written with one commit per table. Then the dedup index records the batch's ids and its
-last sequence number, and journal segments wholly below that number are deleted. A crash
+and its rows join their tables' pools (``commit/pools.py``); each due pool is written with one
+commit per table. Then the dedup index records the committed rows' ids and the last sequence
+number every table holds, and journal segments wholly below that number are deleted. A crash
 anywhere in between is repaired at the next start: each table's app transaction says which
 deliveries it holds already.
 """
