@@ -51,6 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="events for the RSS check (default: 1,000,000 in full mode, 0 = skip in quick)",
     )
     parser.add_argument("--marker-rate", type=float, default=4.0, help="freshness markers/s")
+    parser.add_argument(
+        "--rate-basis",
+        type=float,
+        default=None,
+        help="events/s that ciolake's 50 %% and 90 %% loads and RSS check are fractions of "
+        "(default: this run's saturation); give two revisions the same to compare them at "
+        "the same offered load",
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument(
         "--replay",
@@ -87,6 +95,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         marker_rate=args.marker_rate,
         results_dir=args.results_dir,
         keep_workdir=args.keep_workdir,
+        rate_basis=args.rate_basis,
     )
 
 

@@ -67,6 +67,14 @@ class BenchConfig:
     keep_workdir: bool
     seed: int = 1
     fractions: tuple[float, ...] = (0.5, 0.9)
+    # The events/s that ciolake's fixed-rate phases and RSS check take their fractions of;
+    # None: this run's saturation. Two revisions compare at the same offered load only if
+    # they share it.
+    rate_basis: float | None = None
+
+    def ciolake_basis(self, saturation: float) -> float:
+        """What ciolake's 50 % and 90 % loads are fractions of."""
+        return self.rate_basis if self.rate_basis is not None else saturation
 
     def spec(self, rate: float | None = None) -> LoadSpec:
         """Saturation (no rate) with ``connections``, else the rate with ``rate_connections``."""
@@ -88,7 +96,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         for name in ("ceiling", "floor"):
             results[name] = bench_baseline(name, config, saturation_pool, workdir)
         if config.rss_events:
-            rate = RSS_CHECK_LOAD * ciolake["phases"]["saturation"]["events_per_s"]
+            basis = config.ciolake_basis(ciolake["phases"]["saturation"]["events_per_s"])
+            rate = RSS_CHECK_LOAD * basis
             results["rss_check"] = rss_check(config, source, workdir, rate=rate)
         if config.replay:
             results["replay"] = measure_replay(workdir / "ciolake" / "data", workdir)
@@ -125,7 +134,8 @@ def bench_ciolake(
             pool_dir = workdir / "pools" / "saturation"
             pool = new_pool(source, config.saturation_pool, pool_dir, threads=config.threads)
             saturation = run_phase(target, "saturation", pool, config.spec(), workdir)
-            _fixed_rate_phases(target, config, saturation["events_per_s"], workdir, source)
+            basis = config.ciolake_basis(saturation["events_per_s"])
+            _fixed_rate_phases(target, config, basis, workdir, source)
             exit_code = server.stop()
         return _system_record(target, meter, idle, exit_code), pool
     finally:

@@ -303,6 +303,23 @@ def s3_server(bucket: str = "lake") -> Iterator[S3Server]:
         process.wait(timeout=10)
 
 
+def s3_client(server: S3Server) -> Any:
+    """A boto3 client of the test server: to look at or change the bucket behind ciolake."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=server.endpoint, **_boto_credentials())
+
+
+def s3_keys(server: S3Server, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in the test server's bucket, read with boto3."""
+    pages = (
+        s3_client(server)
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=server.bucket, Prefix=prefix)
+    )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
 def _boto_credentials() -> dict[str, str]:
     return {
         "aws_access_key_id": "test",

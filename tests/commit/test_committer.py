@@ -115,11 +115,11 @@ def test_a_table_whose_commit_failed_is_written_on_recovery_and_no_other(tmp_pat
     real_append = DeltaWriter._append
 
     def failing_email(
-        self: DeltaWriter, name: str, rows: Any, versions: Mapping[int, int]
+        self: DeltaWriter, name: str, rows: Any, versions: Mapping[int, int], *rest: Any
     ) -> float:
         if name == "email_events":
             raise OSError("simulated I/O error on email_events")
-        return real_append(self, name, rows, versions)
+        return real_append(self, name, rows, versions, *rest)
 
     with mock.patch.object(DeltaWriter, "_append", failing_email):
         asyncio.run(deliver(receiver, bodies))
@@ -176,12 +176,12 @@ def test_slow_commits_make_batches_larger_and_fewer(tmp_path: Path) -> None:
     batch_sizes: list[int] = []
 
     def slow_append_all(
-        self: DeltaWriter, batches: Mapping[str, Any], *, versions: Mapping[int, int]
+        self: DeltaWriter, batches: Mapping[str, Any], **keywords: Any
     ) -> dict[str, float]:
         if "raw_events" in batches:  # a commit of waiting small tables alone has none
             batch_sizes.append(batches["raw_events"].num_rows)
         time.sleep(0.4)
-        return append_all(self, batches, versions=versions)
+        return append_all(self, batches, **keywords)
 
     with mock.patch.object(DeltaWriter, "append_all", slow_append_all):
         receiver = run_receiver(settings, bodies)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pytest
@@ -44,9 +45,13 @@ class RecordingWriter(DeltaWriter):
         self._noted = threading.Lock()
 
     def append_all(
-        self, batches: Mapping[str, pa.Table], *, versions: Mapping[int, int]
+        self,
+        batches: Mapping[str, pa.Table],
+        *,
+        versions: Mapping[int, int],
+        small_files: Literal["merge", "defer"] = "merge",
     ) -> dict[str, float]:
-        seconds = super().append_all(batches, versions=versions)
+        seconds = super().append_all(batches, versions=versions, small_files=small_files)
         lsns: list[int] = batches[RAW_EVENTS].column("journal_lsn").to_pylist()
         with self._noted:
             self.batches.append(lsns)

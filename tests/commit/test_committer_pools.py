@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pytest
@@ -48,12 +49,16 @@ class SlowWriter(DeltaWriter):
         self._never = threading.Event()
 
     def append_all(
-        self, batches: Mapping[str, pa.Table], *, versions: Mapping[int, int]
+        self,
+        batches: Mapping[str, pa.Table],
+        *,
+        versions: Mapping[int, int],
+        small_files: Literal["merge", "defer"] = "merge",
     ) -> dict[str, float]:
         if self._hung.is_set():
             self._never.wait()
         time.sleep(SLOW_COMMIT_S)
-        seconds = super().append_all(batches, versions=versions)
+        seconds = super().append_all(batches, versions=versions, small_files=small_files)
         with self._noted:
             self.calls.append(
                 {name: rows.column("journal_lsn").to_pylist() for name, rows in batches.items()}

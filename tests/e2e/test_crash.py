@@ -1,4 +1,5 @@
-"""Crash tests: `kill -9` a real `ciolake serve` while clients post, restart, and check the tables.
+"""Crash tests: `kill -9` a real `ciolake serve` while clients post, restart, and check the tables
+(on a local disk, and on an S3 server started for the test).
 
 What a 200 promises is checked from the outside: every delivery answered 200 is in its channel
 table exactly once after the restart, no event is in any channel table twice, and `raw_events`
@@ -13,9 +14,10 @@ import subprocess
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +29,9 @@ from tests.support import (
     ServerProcess,
     body_of,
     metric_value,
+    s3_env,
+    s3_server,
+    s3_table_rows,
     signed_headers,
     start_server,
     table_rows,
@@ -78,6 +83,33 @@ class Tally:
         total.attempts = self.attempts + other.attempts
         total.statuses = self.statuses + other.statuses
         return total
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where the server's tables live: what its environment says, and an independent reader
+    (DuckDB) of a table's rows."""
+
+    env: dict[str, str]
+    rows: Callable[[Path, str, str], list[dict[str, Any]]]
+
+
+LOCAL = Lake({}, table_rows)
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request: pytest.FixtureRequest) -> Iterator[Lake]:
+    """The tables on the local disk, or on an S3 server (moto) started for the test."""
+    if request.param == "local":
+        yield LOCAL
+        return
+    with s3_server() as s3:
+        uri = f"s3://{s3.bucket}/tables"
+
+        def rows(_data_dir: Path, table: str, columns: str) -> list[dict[str, Any]]:
+            return s3_table_rows(s3, f"{uri}/{table}", columns)
+
+        yield Lake({**s3_env(s3.endpoint), "CIOLAKE_TABLES_URI": uri}, rows)
 
 
 class Target:
@@ -176,12 +208,14 @@ def stop_gracefully(server: ServerProcess) -> int:
     return code
 
 
-def check_tables(data_dir: Path, samples: Sequence[Sample], tally: Tally) -> set[str]:
+def check_tables(
+    data_dir: Path, samples: Sequence[Sample], tally: Tally, lake: Lake = LOCAL
+) -> set[str]:
     """Check the exactly-once promises against what the clients saw; return the stored ids."""
     by_id = {s.event_id: s for s in samples}
     found: dict[str, list[str]] = defaultdict(list)
     for table in CHANNEL_TABLES:
-        rows = table_rows(
+        rows = lake.rows(
             data_dir, table, "event_id, object_type, metric, journal_stream, journal_lsn"
         )
         # A journal record is (stream, lsn): each worker process has its own journal.
@@ -199,7 +233,7 @@ def check_tables(data_dir: Path, samples: Sequence[Sample], tally: Tally) -> set
     lost = sorted(event_id for event_id in tally.ok if event_id not in found)
     assert not lost, f"{len(lost)} events answered 200 are missing, e.g. {lost[:3]}"
 
-    raw = table_rows(data_dir, "raw_events", "event_id, journal_stream, journal_lsn")
+    raw = lake.rows(data_dir, "raw_events", "event_id, journal_stream, journal_lsn")
     raw_lsns = [(row["journal_stream"], row["journal_lsn"]) for row in raw]
     assert len(raw_lsns) == len(set(raw_lsns)), "raw_events: a journal record was applied twice"
     raw_count = Counter(row["event_id"] for row in raw)
@@ -209,14 +243,16 @@ def check_tables(data_dir: Path, samples: Sequence[Sample], tally: Tally) -> set
     excess = {e: (n, tally.attempts[e]) for e, n in raw_count.items() if n > tally.attempts[e]}
     assert not excess, f"raw_events has more rows than deliveries: {list(excess.items())[:3]}"
     assert set(found) <= set(raw_count), "an event is in a channel table but not in raw_events"
-    assert table_rows(data_dir, "quarantine", "reason, event_id") == []
+    assert lake.rows(data_dir, "quarantine", "reason, event_id") == []
     return set(found)
 
 
-def repost_everything(data_dir: Path, samples: Sequence[Sample], stored: set[str]) -> Tally:
+def repost_everything(
+    data_dir: Path, samples: Sequence[Sample], stored: set[str], lake: Lake = LOCAL
+) -> Tally:
     """Post every sample again to a fresh process (Customer.io's retries); check its metrics."""
     tally = Tally()
-    server = start_server(data_dir)
+    server = start_server(data_dir, env=lake.env)
     try:
         threads = run_clients(Target(server), samples, tally)
         for thread in threads:
@@ -236,13 +272,14 @@ def repost_everything(data_dir: Path, samples: Sequence[Sample], stored: set[str
     return tally
 
 
-def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
+@pytest.mark.timeout(120)
+def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path, lake: Lake) -> None:
     data_dir = tmp_path / "data"
     samples = make_samples(3000, seed=101)
     deadline = time.monotonic() + 40
     exit_codes: list[int] = []
 
-    target = Target(start_server(data_dir))
+    target = Target(start_server(data_dir, env=lake.env))
     tally = Tally()
     threads = run_clients(target, samples, tally)
     try:
@@ -256,18 +293,18 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     assert len(samples) * 4 // 10 <= acknowledged < len(samples), "the kill was not mid-stream"
     assert set(tally.statuses) <= {200, None}, tally.statuses
 
-    server = start_server(data_dir)
+    server = start_server(data_dir, env=lake.env)
     try:
         wait_until_committed(server)
         assert httpx.get(f"{server.admin_base}/ready", timeout=5).status_code == 200
     finally:
         exit_codes.append(stop_gracefully(server))
-    stored = check_tables(data_dir, samples, tally)
+    stored = check_tables(data_dir, samples, tally, lake)
     assert len(stored) >= acknowledged
 
-    second = repost_everything(data_dir, samples, stored)
+    second = repost_everything(data_dir, samples, stored, lake)
     everything = tally.merged(second)
-    assert check_tables(data_dir, samples, everything) == {s.event_id for s in samples}
+    assert check_tables(data_dir, samples, everything, lake) == {s.event_id for s in samples}
     assert exit_codes == [0], f"serve exited with {exit_codes} after SIGTERM (expected 0)"
 
 

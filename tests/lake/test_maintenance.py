@@ -19,16 +19,23 @@ import pytest
 from deltalake import DeltaTable
 
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
-from ciolake.lake import maintenance
+from ciolake.lake import maintenance, small_files
 from ciolake.lake.maintenance import compact_all, compact_table
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.receive.verify import Verdict
 from ciolake.runtime.embedded import Receiver
 from ciolake.settings import Settings
-from tests.support import table_rows
+from tests.support import s3_env, s3_keys, s3_server, s3_table_rows, table_rows
 
 DAY = 86_400
 START = 1_790_000_000 - 1_790_000_000 % DAY
+
+
+@pytest.fixture(autouse=True)
+def unmerged_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each commit's files stay as written: compaction is tested on the small files that the
+    committer would otherwise merge as it goes (``lake/small_files.py``)."""
+    monkeypatch.setattr(small_files, "MERGED_TIERS", 0)
 
 
 def bodies_over_days(count: int, days: int, seed: int) -> list[bytes]:
@@ -270,3 +277,33 @@ def test_compact_command(tmp_path: Path, make_settings: Callable[..., Settings])
     )
     assert bad.returncode == 2
     assert "unknown table" in bad.stderr
+
+
+def test_compaction_and_vacuum_on_an_object_store(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with s3_server() as s3:
+        for name, value in s3_env(s3.endpoint).items():
+            monkeypatch.setenv(name, value)
+        uri = f"s3://{s3.bucket}/tables"
+        settings = make_settings(
+            data_dir=tmp_path / "data",
+            signing_keys=("k",),
+            flush_interval_s=0.01,
+            batch_max_events=40,
+            tables_uri=uri,
+        )
+        receive_in_small_batches(settings, bodies_over_days(240, days=2, seed=7), batch=40)
+        email = f"{uri}/email_events"
+        stored = sorted(r["event_id"] for r in s3_table_rows(s3, email, "event_id"))
+        files_before = len(DeltaTable(email).file_uris())
+        assert max(files_per_partition(email).values()) >= 3
+
+        result = compact_table(uri, "email_events", before=None, retention_hours=0)
+
+        assert set(files_per_partition(email).values()) == {1}
+        assert sorted(r["event_id"] for r in s3_table_rows(s3, email, "event_id")) == stored
+        assert result.files_before == files_before
+        assert result.vacuumed == result.files_removed == files_before
+        data_files = [k for k in s3_keys(s3, "tables/email_events/") if "_delta_log" not in k]
+        assert len(data_files) == len(DeltaTable(email).file_uris()), "vacuum left old files"

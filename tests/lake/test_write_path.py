@@ -31,6 +31,7 @@ from tests.support import (
     make_settings,
     receive_at,
     running_server,
+    s3_client,
     s3_env,
     s3_server,
     s3_table_rows,
@@ -187,3 +188,33 @@ def test_replay_on_object_storage_adds_and_rewrites_through_the_same_commit(
     assert history[0]["operation"] == "WRITE", "replay committed through create_write_transaction"
     again = Replayer(settings).run(ReplayRange(), include_quarantine=False)
     assert sum(again.rewritten.values()) == sum(again.added.values()) == 0
+
+
+def test_a_commit_on_an_object_store_never_overwrites_another_writer_s_version(
+    s3: S3Server,
+) -> None:
+    # delta-rs writes each log entry with a conditional PUT (If-None-Match: *): when another
+    # writer took the version first, the PUT is refused and the commit retried as the next.
+    uri = f"s3://{s3.bucket}/tables"
+    writer = DeltaWriter(uri)
+    writer.ensure_tables()
+    writer.committed_versions([0])
+    writer.append_all({"email_events": email_batch(40, seed=1)}, versions={0: 1})
+    taken = DeltaTable(f"{uri}/email_events").version() + 1
+    foreign = {"commitInfo": {"timestamp": int(time.time() * 1000), "operation": "OTHER"}}
+    key = f"tables/email_events/_delta_log/{taken:020d}.json"
+    s3_client(s3).put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(foreign).encode())
+
+    writer.append_all({"email_events": email_batch(40, seed=2)}, versions={0: 2})
+    writer.close()
+
+    body = s3_client(s3).get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    assert json.loads(body) == foreign, "the other writer's commit was overwritten"
+    table = DeltaTable(f"{uri}/email_events")
+    assert table.version() == taken + 1
+    assert table.transaction_version(app_id(0)) == 2
+    stored = s3_table_rows(s3, f"{uri}/email_events", "event_id")
+    expected = [
+        i for seed in (1, 2) for i in email_batch(40, seed=seed).column("event_id").to_pylist()
+    ]
+    assert sorted(r["event_id"] for r in stored) == sorted(expected)

@@ -404,7 +404,12 @@ class Committer:
         seconds: dict[str, float] = {}
         if tables:
             committing = time.monotonic()
-            seconds = self._writer.append_all(tables, versions=self._processed)
+            # A busy committer leaves merging small files until they crowd a partition.
+            seconds = self._writer.append_all(
+                tables,
+                versions=self._processed,
+                small_files="defer" if self._busy() else "merge",
+            )
             took = time.monotonic() - committing
             self._commit_seconds += SMOOTHING * (took - self._commit_seconds)
         for name in tables:

@@ -9,18 +9,11 @@ never written around.
 
 from __future__ import annotations
 
-import os
-
-# delta-rs allocates with its own jemalloc, read once when the library loads. Its defaults (an
-# arena per thread of four per core, a cache per thread) kept about 50 MiB more resident in
-# the committer's process than one arena without thread caches, for no measurable speed
-# (docs/performance.md). A setting of the user's own is left alone.
-os.environ.setdefault("_RJEM_MALLOC_CONF", "narenas:1,tcache:false")
-
-# The imports come after the allocator setting, which must precede the library's loading.
+# delta-rs's allocator is configured by ciolake/__init__.py, which runs before this module.
 from deltalake import (
     CommitProperties,
     DeltaTable,
+    PostCommitHookProperties,
     Transaction,
     WriterProperties,
 )
@@ -35,6 +28,7 @@ __all__ = [
     "DeltaError",
     "DeltaStorageHandler",
     "DeltaTable",
+    "PostCommitHookProperties",
     "RemoveAction",
     "TableNotFoundError",
     "Transaction",

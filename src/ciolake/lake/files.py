@@ -42,10 +42,16 @@ class DataFile:
     modification_time: int
     stats: str
 
-    def add_action(self) -> AddAction:
-        """The file's ``add`` action, for ``DeltaTable.create_write_transaction``."""
+    def add_action(self, *, data_change: bool = True) -> AddAction:
+        """The file's ``add`` action, for ``DeltaTable.create_write_transaction``
+        (``data_change`` False: its rows were already in the table, in other files)."""
         return AddAction(
-            self.path, self.size, self.partition_values, self.modification_time, True, self.stats
+            self.path,
+            self.size,
+            self.partition_values,
+            self.modification_time,
+            data_change,
+            self.stats,
         )
 
 
@@ -57,9 +63,10 @@ class RemovedFile:
     size: int
     partition_values: dict[str, str | None]
 
-    def remove_action(self, now_ms: int) -> RemoveAction:
-        """The file's ``remove`` action (its rows change: ``dataChange``)."""
-        return RemoveAction(self.path, True, now_ms, self.size, self.partition_values)
+    def remove_action(self, now_ms: int, *, data_change: bool = True) -> RemoveAction:
+        """The file's ``remove`` action (``data_change`` False: its rows stay in the table,
+        in other files)."""
+        return RemoveAction(self.path, data_change, now_ms, self.size, self.partition_values)
 
 
 def write_files(

@@ -4,10 +4,11 @@ Safe while the server writes: compaction rewrites files with ``dataChange=false`
 when a concurrent commit wins the race; vacuum only deletes files no snapshot younger than
 the retention refers to.
 
-The log needs no separate cleaning: each checkpoint (delta-rs's, here and in the committer)
-deletes the commit files older than the table's ``delta.logRetentionDuration`` (30 days by
-default) that precede a checkpoint as old, as Spark does, so every version younger than the
-retention can still be read.
+The log is cleaned here too: after its checkpoint, each table's commit files older than its
+``delta.logRetentionDuration`` (30 days by default) that precede a checkpoint as old are
+deleted, as Spark does, so every version younger than the retention can still be read. The
+committer's own commits leave that to this pass, which the server runs every
+``CIOLAKE_COMPACT_INTERVAL_S`` (lake/transactions.py says why).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def _compacted(
     metrics = _compact_with_retries(uri, filters, options)
     current = DeltaTable(uri, storage_options=options)
     current.create_checkpoint()
+    # The committer leaves expired log files to this (see lake/transactions.py).
+    current.cleanup_metadata()
     vacuumed = current.vacuum(
         retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
     )

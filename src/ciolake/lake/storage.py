@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from obstore import delete as delete_object
-from obstore import head, put
+from obstore import get, head, open_writer, put
 from obstore.exceptions import NotFoundError
 from obstore.store import ObjectStore, from_url
 
@@ -41,6 +42,9 @@ from ciolake.lake.location import (
     TablesLocation,
     storage_options,
 )
+
+if TYPE_CHECKING:
+    from obstore import WritableFile
 
 COMPRESSION = "snappy"
 
@@ -64,6 +68,17 @@ class TableStorage(Protocol):
 
     def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
         """Write ``data`` as a new Parquet file; return its size in bytes."""
+        ...
+
+    def write_parquet_parts(
+        self, relative: str, schema: pa.Schema, parts: Iterable[pa.Table], *, dictionary: list[str]
+    ) -> int:
+        """Write ``parts`` as one new Parquet file, a row group or more per part, holding one
+        part at a time in memory; return the file's size in bytes."""
+        ...
+
+    def parquet_file(self, relative: str) -> pq.ParquetFile:
+        """One of the table's Parquet files, to read in batches."""
         ...
 
     def delete(self, relative: str) -> None:
@@ -125,11 +140,16 @@ class LocalStorage:
         return str(self.root / relative)
 
     def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
+        return self.write_parquet_parts(relative, data.schema, [data], dictionary=dictionary)
+
+    def write_parquet_parts(
+        self, relative: str, schema: pa.Schema, parts: Iterable[pa.Table], *, dictionary: list[str]
+    ) -> int:
         path = self.root / relative
         new_directory = not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as handle:
-            pq.write_table(data, handle, compression=COMPRESSION, use_dictionary=dictionary)
+            _write_parts(handle, schema, parts, dictionary)
             handle.flush()
             os.fsync(handle.fileno())
             size = handle.tell()
@@ -137,6 +157,9 @@ class LocalStorage:
         if new_directory:
             fsync_directory(path.parent.parent)
         return size
+
+    def parquet_file(self, relative: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.root / relative, pre_buffer=False)
 
     def delete(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
@@ -173,6 +196,21 @@ class ObjectStorage:
         size: int = body.size
         return size
 
+    def write_parquet_parts(
+        self, relative: str, schema: pa.Schema, parts: Iterable[pa.Table], *, dictionary: list[str]
+    ) -> int:
+        # A multipart upload once the file outgrows obstore's buffer; an object appears only
+        # when the writer is closed, so a failure leaves nothing behind.
+        upload = open_writer(self.store, relative)
+        sink = _CountingSink(upload)
+        _write_parts(pa.PythonFile(sink, mode="w"), schema, parts, dictionary)
+        upload.close()
+        return sink.size
+
+    def parquet_file(self, relative: str) -> pq.ParquetFile:
+        # The file is fetched whole (compressed, a few MiB at most) and decoded in batches.
+        return pq.ParquetFile(pa.BufferReader(get(self.store, relative).bytes()))
+
     def delete(self, relative: str) -> None:
         try:
             delete_object(self.store, relative)
@@ -188,3 +226,34 @@ class ObjectStorage:
 
     def make_durable(self, versions: range) -> None:
         return
+
+
+def _write_parts(
+    sink: object, schema: pa.Schema, parts: Iterable[pa.Table], dictionary: list[str]
+) -> None:
+    with pq.ParquetWriter(sink, schema, compression=COMPRESSION, use_dictionary=dictionary) as out:
+        for part in parts:
+            out.write_table(part)
+
+
+class _CountingSink:
+    """What pyarrow needs of a file to write to obstore's upload: ``write`` and ``tell``."""
+
+    def __init__(self, upload: WritableFile) -> None:
+        self._upload = upload
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self._upload.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        return
+
+    def close(self) -> None:
+        self.closed = True

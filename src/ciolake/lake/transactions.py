@@ -16,7 +16,13 @@ import time
 from collections.abc import Sequence
 
 from ciolake.errors import TableWriteError, TransientError
-from ciolake.lake.delta import CommitFailedError, CommitProperties, DeltaTable, Transaction
+from ciolake.lake.delta import (
+    CommitFailedError,
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    Transaction,
+)
 from ciolake.lake.files import DataFile, RemovedFile
 from ciolake.lake.storage import TableStorage
 from ciolake.lake.tables import TableSpec
@@ -36,6 +42,12 @@ _FEATURE_PROPERTIES = {
     "TypeWidening": ("typeWidening", "delta.enableTypeWidening"),
     "ClusteredTable": ("clustering", "the table's CLUSTER BY"),
 }
+
+
+# delta-rs cleans expired log files after every commit by default, listing the whole log
+# each time: at 1,000 versions that tripled a commit's cost. The hourly maintenance cleans
+# them instead (lake/maintenance.py); checkpoints stay with the commits.
+_CHECKPOINT_ONLY = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 class CommitConflictError(TransientError):
@@ -73,6 +85,7 @@ def commit_files(
     adds: Sequence[DataFile],
     removes: Sequence[RemovedFile] = (),
     transactions: Sequence[Transaction] = (),
+    data_change: bool = True,
 ) -> int:
     """Commit ``adds`` and ``removes`` to ``table`` in one version; return the table's
     version after it (``table`` is brought up to date: the next commit builds on it).
@@ -81,6 +94,8 @@ def commit_files(
     files goes in right after that version or not at all: delta-rs (1.6) rebases a write
     over concurrent commits without checking that they left its removed files in place, so
     any commit since is taken as a conflict, and the caller reads the table again.
+    ``data_change`` False says the commit only moves rows between files (a compaction), so
+    that streaming readers skip it.
 
     Raises:
         CommitConflictError: a concurrent commit conflicts; nothing was committed.
@@ -88,13 +103,16 @@ def commit_files(
     """
     before = table.version()
     now_ms = int(time.time() * 1000)
-    actions = [r.remove_action(now_ms) for r in removes] + [f.add_action() for f in adds]
+    actions = [r.remove_action(now_ms, data_change=data_change) for r in removes] + [
+        f.add_action(data_change=data_change) for f in adds
+    ]
     try:
         table.create_write_transaction(
             actions,
             mode="append",
             schema=spec.schema,
             partition_by=[spec.partition_by],
+            post_commithook_properties=_CHECKPOINT_ONLY,
             commit_properties=CommitProperties(
                 app_transactions=list(transactions), max_commit_retries=0 if removes else None
             ),

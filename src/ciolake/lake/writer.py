@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import pyarrow as pa
 
@@ -22,6 +23,7 @@ from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location
 from ciolake.lake.location import storage_options as location_options
+from ciolake.lake.small_files import CROWDED, FAN_IN, SmallFiles, merge_files, removed
 from ciolake.lake.storage import TableStorage, table_storage
 from ciolake.lake.tables import ALL_SPECS
 from ciolake.lake.transactions import CommitConflictError, UnsupportedTableError, commit_files
@@ -89,6 +91,9 @@ class DeltaWriter:
         self._storage_options = location_options(self._location)
         self._tables: dict[str, DeltaTable] = {}
         self._storages = {name: table_storage(self._location, name) for name in ALL_SPECS}
+        self._small_files = {name: SmallFiles() for name in ALL_SPECS}
+        # One merge at a time: two at once doubled what merging adds to the peak memory.
+        self._merging = threading.Lock()
         # Per table and stream, the highest transaction version committed or read.
         self._txn: dict[str, dict[int, int]] = {}
         self._lock = threading.Lock()
@@ -127,11 +132,22 @@ class DeltaWriter:
 
     def _track(self, name: str, table: DeltaTable) -> None:
         self._tables[name] = table
+        self._small_files[name].forget()
 
     def append_all(
-        self, batches: Mapping[str, pa.Table], *, versions: Mapping[int, int]
+        self,
+        batches: Mapping[str, pa.Table],
+        *,
+        versions: Mapping[int, int],
+        small_files: Literal["merge", "defer"] = "merge",
     ) -> dict[str, float]:
         """Append each table's rows in one commit per table, the commits running in parallel.
+
+        After its commit, a table's small files are merged (``lake/small_files.py``) where
+        ``FAN_IN`` of a tier have gathered in a partition, or with ``small_files="defer"``
+        (the caller has no time to spare) only where ``CROWDED`` have. A merge runs beside
+        the other tables' commits, one merge at a time; one that fails leaves its files as
+        they were (logged).
 
         Returns:
             Seconds each commit took.
@@ -141,7 +157,7 @@ class DeltaWriter:
                 app transaction makes a retry skip them).
         """
         futures = {
-            name: self._pool.submit(self._append, name, rows, versions)
+            name: self._pool.submit(self._append, name, rows, versions, small_files)
             for name, rows in batches.items()
         }
         seconds: dict[str, float] = {}
@@ -155,7 +171,13 @@ class DeltaWriter:
             raise TableWriteError("; ".join(failures))
         return seconds
 
-    def _append(self, name: str, rows: pa.Table, versions: Mapping[int, int]) -> float:
+    def _append(
+        self,
+        name: str,
+        rows: pa.Table,
+        versions: Mapping[int, int],
+        small_files: Literal["merge", "defer"],
+    ) -> float:
         started = time.monotonic()
         # A table's transaction version never goes down: after a crash, a batch of recovered
         # deliveries may end below what the table already holds (the dedup watermark lags the
@@ -166,13 +188,11 @@ class DeltaWriter:
         spec = ALL_SPECS[name]
         storage = self._storages[name]
         files = write_files(storage, rows, partition_by=spec.partition_by)
+        table = self._tables[name]
+        before = table.version()
         try:
-            commit_files(
-                self._tables[name],
-                storage=storage,
-                spec=spec,
-                adds=files,
-                transactions=transactions,
+            after = commit_files(
+                table, storage=storage, spec=spec, adds=files, transactions=transactions
             )
         except (CommitConflictError, UnsupportedTableError):
             # Nothing was committed: the committer reads the tables again and retries the
@@ -181,7 +201,53 @@ class DeltaWriter:
             _discard(storage, files)
             raise
         known.update(versions)
+        self._merge_small_files(
+            name,
+            files,
+            others_committed=after != before + 1,
+            min_files=FAN_IN if small_files == "merge" else CROWDED,
+        )
         return time.monotonic() - started
+
+    def _merge_small_files(
+        self, name: str, committed: list[DataFile], *, others_committed: bool, min_files: int
+    ) -> None:
+        small_files = self._small_files[name]
+        if others_committed:
+            small_files.forget()
+        small_files.add(committed)
+        while (group := small_files.take_full(min_files=min_files)) is not None:
+            merged = self._merge(name, group)
+            if merged is None:
+                small_files.forget()
+                return
+            small_files.add([merged])
+
+    def _merge(self, name: str, group: list[DataFile]) -> DataFile | None:
+        # A merge only saves work: when it fails, its files stay as they are, for the
+        # closed-day compaction, and the batch it follows is committed all the same.
+        storage = self._storages[name]
+        try:
+            with self._merging:
+                merged = merge_files(storage, group)
+        except Exception as exc:  # pyarrow and the store raise many unrelated types
+            logger.warning("could not merge small files", extra={"table": name, "error": str(exc)})
+            return None
+        try:
+            commit_files(
+                self._tables[name],
+                storage=storage,
+                spec=ALL_SPECS[name],
+                adds=[merged],
+                removes=removed(group),
+                data_change=False,
+            )
+        except Exception as exc:  # delta-rs raises several unrelated types
+            if isinstance(exc, CommitConflictError | UnsupportedTableError):
+                _discard(storage, [merged])
+            logger.warning("could not merge small files", extra={"table": name, "error": str(exc)})
+            return None
+        return merged
 
     def close(self) -> None:
         """Stop the commit threads."""
