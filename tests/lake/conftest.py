@@ -1,4 +1,4 @@
-"""Fixtures shared by the lake tests: a data directory and writers over its tables."""
+"""Fixtures shared by the lake tests: a data directory, writers over its tables, an S3 server."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ciolake.lake.writer import DeltaWriter
+from tests.support import S3Server, s3_env, s3_server
 
 WriterFactory = Callable[[], DeltaWriter]
 
@@ -34,6 +35,16 @@ def make_writer(data_dir: Path) -> Iterator[WriterFactory]:
     yield make
     for writer in made:
         writer.close()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """moto's S3 server for the test, and the environment that points delta-rs and obstore
+    at it."""
+    with s3_server() as server:
+        for name, value in s3_env(server.endpoint).items():
+            monkeypatch.setenv(name, value)
+        yield server
 
 
 def raw_event_row(

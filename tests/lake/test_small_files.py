@@ -30,8 +30,6 @@ from tests.support import (
     email_batch,
     make_settings,
     receive,
-    s3_env,
-    s3_server,
     s3_table_rows,
     sample_bodies,
     table_rows,
@@ -215,14 +213,6 @@ def test_a_failed_merge_leaves_the_batch_committed_and_its_files_in_place(
 
     assert stored_ids(tables_dir) == expected_ids(sent)
     assert len(DeltaTable(str(tables_dir / EMAIL)).file_uris()) == len(sent)
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    with s3_server() as server:
-        for name, value in s3_env(server.endpoint).items():
-            monkeypatch.setenv(name, value)
-        yield server
 
 
 def test_small_files_on_an_object_store_are_merged_the_same_way(s3: S3Server) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,6 @@ from tests.support import (
     receive_at,
     running_server,
     s3_client,
-    s3_env,
-    s3_server,
     s3_table_rows,
     sample_bodies,
     signed_headers,
@@ -148,14 +145,6 @@ def test_an_upgraded_table_holds_events_in_the_journal_until_the_feature_is_drop
 
 
 # --- the same path on an object store ------------------------------------------------------
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    with s3_server() as server:
-        for name, value in s3_env(server.endpoint).items():
-            monkeypatch.setenv(name, value)
-        yield server
 
 
 def s3_channel_rows(server: S3Server, settings: Settings) -> dict[str, dict[str, Any]]:
