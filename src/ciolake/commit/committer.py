@@ -301,7 +301,7 @@ class Committer:
                 with self._lock:
                     if retrying:
                         self._refresh_versions()
-                        self._pools.drop_held(self._holds_table)
+                        self._pools.drop_held(self._holds)
                     if not pooled:
                         self._pool(batch)
                         pooled = True
@@ -344,9 +344,6 @@ class Committer:
     def _holds(self, table: str, record: JournalRecord) -> bool:
         """True if ``table`` already holds whatever ``record`` puts in it."""
         return record.lsn <= self._versions[table].get(record.stream, 0)
-
-    def _holds_table(self, table: str, record: JournalRecord) -> bool:
-        return self._holds(table, record)
 
     def _note_failure(self, exc: Exception) -> None:
         self.consecutive_failures += 1

@@ -89,10 +89,12 @@ class TablePools:
     def drop_held(self, holds: Callable[[str, JournalRecord], bool]) -> None:
         """Drop the rows a table turned out to hold already (after a failed commit had landed)."""
         for table, pool in self._pools.items():
-            kept = [item for item in pool.items if not holds(table, item[0])]
-            self.body_bytes -= sum(len(record.body) for record, _d in pool.items) - sum(
-                len(record.body) for record, _d in kept
-            )
+            kept = []
+            for item in pool.items:
+                if holds(table, item[0]):
+                    self.body_bytes -= len(item[0].body)
+                else:
+                    kept.append(item)
             pool.items = kept
 
     def next_deadline(self, max_wait_s: float) -> float | None:
