@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from obstore import delete as delete_object
-from obstore import get, head, open_writer, put
+from obstore import get, head, open_writer
 from obstore.exceptions import NotFoundError
 from obstore.store import ObjectStore, from_url
 
@@ -189,18 +189,13 @@ class ObjectStorage:
         return relative
 
     def write_parquet(self, relative: str, data: pa.Table, *, dictionary: list[str]) -> int:
-        sink = pa.BufferOutputStream()
-        pq.write_table(data, sink, compression=COMPRESSION, use_dictionary=dictionary)
-        body = sink.getvalue()
-        put(self.store, relative, body.to_pybytes(), use_multipart=False)
-        size: int = body.size
-        return size
+        return self.write_parquet_parts(relative, data.schema, [data], dictionary=dictionary)
 
     def write_parquet_parts(
         self, relative: str, schema: pa.Schema, parts: Iterable[pa.Table], *, dictionary: list[str]
     ) -> int:
-        # A multipart upload once the file outgrows obstore's buffer; an object appears only
-        # when the writer is closed, so a failure leaves nothing behind.
+        # One PUT when the file fits obstore's buffer (10 MiB), a multipart upload beyond; an
+        # object appears only when the writer is closed, so a failure leaves nothing behind.
         upload = open_writer(self.store, relative)
         sink = _CountingSink(upload)
         _write_parts(pa.PythonFile(sink, mode="w"), schema, parts, dictionary)
