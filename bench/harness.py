@@ -235,6 +235,7 @@ def rss_check(
             server.stop()
         record["peak_rss_mib"] = meter.peak_rss_mib
         record["peak_pss_mib"] = meter.peak_pss_mib
+        record["peak_anon_mib"] = meter.peak_anon_mib
         record["vm_hwm_mib_by_pid"] = meter.hwm_mib
         record["processes"] = meter.max_processes
         say(f"[rss] peak RSS {meter.peak_rss_mib} MiB after {events:,} events")
@@ -343,6 +344,7 @@ def _system_record(
         "idle_cpu_s_per_s": idle_cpu,
         "peak_rss_mib": meter.peak_rss_mib,
         "peak_pss_mib": meter.peak_pss_mib,
+        "peak_anon_mib": meter.peak_anon_mib,
         "vm_hwm_mib_by_pid": meter.hwm_mib,
         "answered": target.answered,
         "exit_code": exit_code,

@@ -22,8 +22,9 @@ class ProcessTreeMeter:
     have already reaped. Memory: RSS and PSS summed over the tree, sampled every
     ``interval_s`` in a background thread; the peaks are the highest samples. The RSS sum
     counts pages shared between processes (libraries) once per process; PSS shares them out,
-    so its sum is what the tree really occupies. ``VmHWM`` (the kernel's exact per-process
-    RSS peak) is read too.
+    so its sum is what the tree really occupies. Anonymous memory (RSS less the pages mapped
+    from files, libraries' code among them) is what the processes allocated. ``VmHWM`` (the
+    kernel's exact per-process RSS peak) is read too.
     """
 
     def __init__(self, pid: int, interval_s: float = 0.5) -> None:
@@ -34,6 +35,7 @@ class ProcessTreeMeter:
         self._thread = threading.Thread(target=self._sample_loop, name="rss-sampler", daemon=True)
         self.peak_rss_bytes = 0
         self.peak_pss_bytes = 0
+        self.peak_anon_bytes = 0
         self.max_processes = 1
         self._hwm_bytes: dict[int, int] = {}
 
@@ -71,7 +73,7 @@ class ProcessTreeMeter:
 
     def sample(self) -> int:
         """Sum of RSS over the tree right now; updates the peaks and the per-process HWM."""
-        rss = pss = 0
+        rss = pss = anon = 0
         for process in self.processes():
             try:
                 memory = process.memory_full_info()
@@ -82,8 +84,10 @@ class ProcessTreeMeter:
                 continue
             rss += memory.rss
             pss += memory.pss
+            anon += memory.rss - memory.shared
         self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
         self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+        self.peak_anon_bytes = max(self.peak_anon_bytes, anon)
         return rss
 
     @property
@@ -93,6 +97,10 @@ class ProcessTreeMeter:
     @property
     def peak_pss_mib(self) -> float:
         return round(self.peak_pss_bytes / _MIB, 1)
+
+    @property
+    def peak_anon_mib(self) -> float:
+        return round(self.peak_anon_bytes / _MIB, 1)
 
     @property
     def hwm_mib(self) -> dict[int, float]:

@@ -111,6 +111,7 @@ def markdown(results: dict[str, Any]) -> str:
         _row("freshness p50 / p99 at 90 % load (s)", results, systems, _freshness("rate_90")),
         _row("CPU s per 1,000 events (saturation)", results, systems, _cpu),
         _row("peak RSS / PSS, all processes (MiB)", results, systems, _rss),
+        _row("peak anonymous memory, all processes (MiB)", results, systems, _anon_cell),
         _row(
             "Delta commits per 100,000 events (sat. / 50 %)", results, systems, _tables("commits")
         ),
@@ -201,6 +202,10 @@ def _cpu(name: str, system: dict[str, Any]) -> str:
 
 def _rss(name: str, system: dict[str, Any]) -> str:
     return f"{_number(system.get('peak_rss_mib'))} / {_number(system.get('peak_pss_mib'))}"
+
+
+def _anon_cell(name: str, system: dict[str, Any]) -> str:
+    return _anon(system)
 
 
 def _tables(figure: str) -> Any:
@@ -323,9 +328,15 @@ def _rss_note(results: dict[str, Any]) -> str:
         f"RSS check, {check['events']:,} unique events at {_target(check)} into a fresh "
         f"ciolake: {check['journaled']:,} events journaled in {check['load_s']:.0f} s "
         f"({check['events_per_s']:,.0f}/s); peak RSS {check['peak_rss_mib']:,.0f} MiB "
-        f"(PSS {check['peak_pss_mib']:,.0f} MiB) over {check['processes']} processes, "
+        f"(PSS {check['peak_pss_mib']:,.0f} MiB, anonymous {_anon(check)} MiB) over"
+        f" {check['processes']} processes, "
         f"{check['rss_after_drain_mib']:,.0f} MiB RSS after the backlog drained."
     )
+
+
+def _anon(record: dict[str, Any]) -> str:
+    # Runs recorded before the figure existed have none.
+    return _number(record.get("peak_anon_mib"))
 
 
 def _target(check: dict[str, Any]) -> str:

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 IVY_ENV = "CIOLAKE_SPARK_IVY"
+# Spark's S3 filesystem (s3a), for tables on the S3 test server. hadoop-aws must match the
+# Hadoop that pyspark 4.2.0 ships (3.5.0), and its AWS SDK version (2.35.4). Its declared SDK
+# dependency is the SDK's 640 MB bundle of every service; s3a needs only the S3 client and
+# its transfer manager (~40 MB with their dependencies), and Spark brings its own netty.
+S3A_PACKAGES = (
+    "org.apache.hadoop:hadoop-aws:3.5.0",
+    "software.amazon.awssdk:s3:2.35.4",
+    "software.amazon.awssdk:s3-transfer-manager:2.35.4",
+)
+S3A_EXCLUDES = ("software.amazon.awssdk:bundle", "software.amazon.awssdk:netty-nio-client")
 DEFAULT_IVY = REPO / ".cache" / "spark-ivy"
 _COMMIT_FILE = re.compile(r"^\d{20}\.json$")
 
@@ -66,6 +76,7 @@ def start_spark(work_dir: Path) -> SparkSession:
             "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
         )
         .config("spark.jars.ivy", str(ivy))
+        .config("spark.jars.excludes", ",".join(S3A_EXCLUDES))
         .config("spark.driver.memory", "1g")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
@@ -80,7 +91,9 @@ def start_spark(work_dir: Path) -> SparkSession:
         .config("spark.sql.warehouse.dir", str(work_dir / "warehouse"))
     )
     try:
-        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        spark = configure_spark_with_delta_pip(
+            builder, extra_packages=list(S3A_PACKAGES)
+        ).getOrCreate()
     except Exception as error:
         raise RuntimeError(
             f"could not start Spark with Delta (its jars come from Maven Central into {ivy};"
@@ -88,6 +101,26 @@ def start_spark(work_dir: Path) -> SparkSession:
         ) from error
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def s3a_uri(spark: SparkSession, endpoint: str, bucket: str, key: str) -> str:
+    """The ``s3a://`` URI of ``key`` in ``bucket`` on the S3 test server at ``endpoint``.
+
+    The server is set for that bucket alone (``fs.s3a.bucket.<bucket>.*``): Hadoop caches one
+    filesystem per bucket, so a bucket already read keeps the settings it was first read with.
+    """
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    settings = {
+        "endpoint": endpoint,
+        "endpoint.region": "us-east-1",
+        "path.style.access": "true",
+        "connection.ssl.enabled": "false",
+        "access.key": "test",
+        "secret.key": "test",
+    }
+    for name, value in settings.items():
+        conf.set(f"fs.s3a.bucket.{bucket}.{name}", value)
+    return f"s3a://{bucket}/{key}"
 
 
 def spark_rows(

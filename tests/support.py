@@ -330,6 +330,13 @@ def _boto_credentials() -> dict[str, str]:
 
 def s3_table_rows(server: S3Server | str, uri: str, columns: str = "*") -> list[dict[str, Any]]:
     """Rows of a Delta table on the S3 test server, read by DuckDB (httpfs + delta)."""
+    cursor = s3_reader(server).execute(f"SELECT {columns} FROM delta_scan('{uri}')")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def s3_reader(server: S3Server | str) -> duckdb.DuckDBPyConnection:
+    """DuckDB with its delta and httpfs extensions, pointed at the S3 test server."""
     endpoint = server if isinstance(server, str) else server.endpoint
     connection = delta_reader()
     connection.execute("LOAD httpfs")
@@ -338,9 +345,7 @@ def s3_table_rows(server: S3Server | str, uri: str, columns: str = "*") -> list[
         "CREATE SECRET test_s3 (TYPE S3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1',"
         f" ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
     )
-    cursor = connection.execute(f"SELECT {columns} FROM delta_scan('{uri}')")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return connection
 
 
 class StallingProxy:

@@ -5,11 +5,14 @@ The data is real: a simulated two-day history (every channel, duplicates, late a
 deliveries) landed through the embedded receiver; those days compacted into files of 16-row
 row groups, checkpointed and vacuumed; then one body of each of the 69 schemas landed later,
 uncompacted. So Spark replays a checkpoint and the commits after it, with adds and removes.
+The same history lands on the S3 test server too, where Spark reads through its s3a
+filesystem and DuckDB through httpfs.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +24,19 @@ from ciolake.lake import maintenance
 from ciolake.lake.tables import ALL_SPECS
 from ciolake.settings import Settings
 from ciolake.simulate import simulator as simulate
-from tests.spark_session import spark_rows
-from tests.support import NOW, delta_reader, make_settings, receive_at, sample_bodies, table_rows
+from tests.spark_session import s3a_uri, spark_rows
+from tests.support import (
+    NOW,
+    S3Server,
+    delta_reader,
+    make_settings,
+    receive_at,
+    s3_env,
+    s3_reader,
+    s3_server,
+    sample_bodies,
+    table_rows,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -52,6 +66,25 @@ _DUCK_SCALARS = {
 def landed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A data directory with every table holding rows, landed by ciolake's own code."""
     settings = make_settings(tmp_path_factory.mktemp("interop"))
+    land_history(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def on_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S3Server, Settings]]:
+    """The same history, its tables on the S3 test server."""
+    with s3_server(bucket="spark-reads") as server, pytest.MonkeyPatch.context() as patch:
+        for name, value in s3_env(server.endpoint).items():
+            patch.setenv(name, value)
+        settings = make_settings(
+            tmp_path_factory.mktemp("interop-s3"), tables_uri=f"s3://{server.bucket}/tables"
+        )
+        land_history(settings)
+        yield server, settings
+
+
+def land_history(settings: Settings) -> None:
+    """Simulated days, compacted into 16-row row groups, then one body of every schema."""
     simulate.run(SIMULATED, settings)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(maintenance, "ROW_GROUP_ROWS", 16)
@@ -59,7 +92,6 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             settings.tables_location, tables=None, before=COMPACT_BEFORE, retention_hours=0
         )
     receive_at(settings, sample_bodies(69, seed=11, timestamp=NOW), at=NOW + 5)
-    return settings
 
 
 def table_path(settings: Settings, table: str) -> Path:
@@ -102,6 +134,33 @@ def test_spark_types_match_duckdb_and_the_spec(
     assert dates, f"{table} has no date column"
     assert {n: spark_types[n] for n in timestamps} == dict.fromkeys(timestamps, "timestamp")
     assert {n: spark_types[n] for n in dates} == dict.fromkeys(dates, "date")
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_spark_reads_the_rows_duckdb_reads_on_s3(
+    spark: SparkSession, on_s3: tuple[S3Server, Settings], table: str
+) -> None:
+    server, settings = on_s3
+    duck_reader = s3_reader(server)
+    order = f"ORDER BY {', '.join(ORDER)}"
+    cursor = duck_reader.execute(
+        f"SELECT * FROM delta_scan('{settings.tables_location}/{table}') {order}"
+    )
+    names = [d[0] for d in cursor.description]
+    duck = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert duck, f"{table} is empty on S3: the test would compare nothing"
+    uri = s3a_uri(spark, server.endpoint, server.bucket, f"tables/{table}")
+
+    rows = spark_rows(spark, uri, order_by=ORDER)
+
+    assert list(rows[0]) == list(duck[0]), "the columns, in the same order"
+    assert rows == duck
+    described = duck_reader.execute(
+        f"DESCRIBE SELECT * FROM delta_scan('{settings.tables_location}/{table}')"
+    )
+    duck_types = {name: spark_type(kind) for name, kind, *_ in described.fetchall()}
+    schema = spark.read.format("delta").load(uri).schema
+    assert {f.name: f.dataType.simpleString() for f in schema.fields} == duck_types
 
 
 def spark_type(duck: str) -> str:
