@@ -211,7 +211,12 @@ def _baseline_server(
 
 
 def rss_check(
-    config: BenchConfig, source: EventSource, workdir: Path, *, rate: float
+    config: BenchConfig,
+    source: EventSource,
+    workdir: Path,
+    *,
+    rate: float,
+    server_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send ``config.rss_events`` unique events at ``rate``/s to a fresh ciolake; report its
     peak RSS.
@@ -224,7 +229,7 @@ def rss_check(
     pool = new_pool(source, events, workdir / "pools" / "rss", threads=config.threads)
     data_dir = workdir / "rss" / "data"
     tables_uri = str(data_dir / "tables")
-    env = {"CIOLAKE_TIMESTAMP_TOLERANCE_S": "86400"}
+    env = {"CIOLAKE_TIMESTAMP_TOLERANCE_S": "86400", **(server_env or {})}
     server = ciolake_server(data_dir, key=BENCH_KEY, workers=config.workers, env=env)
     server.start()
     try:
