@@ -4,7 +4,6 @@ through a long day, without a row lost, doubled or marked as changed."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from ciolake.events.decode import decode_event
-from ciolake.journal.records import JournalRecord
 from ciolake.lake import maintenance, small_files
-from ciolake.lake.rows import raw_table
 from ciolake.lake.small_files import (
     CROWDED,
     FAN_IN,
@@ -61,17 +57,6 @@ def append(
             versions={0: first_version + offset},
             small_files="defer" if busy else "merge",
         )
-
-
-def raw_rows(count: int) -> pa.Table:
-    """``raw_events`` rows of ``count`` sample deliveries."""
-    bodies = sample_bodies(count, seed=99, timestamp=NOW)
-    return raw_table(
-        [
-            (JournalRecord(i, NOW * 1_000_000, NOW, 0, b, 0), decode_event(b))
-            for i, b in enumerate(bodies, 1)
-        ]
-    )
 
 
 def opened_writer(uri: str) -> DeltaWriter:
@@ -157,10 +142,8 @@ def test_a_busy_committer_defers_merges_until_a_tier_crowds_its_partition(
     sent = list(batches(CROWDED + 1))
 
     append(writer, sent[: FAN_IN + 1], busy=True)
-    writer.wait_for_merges()
     deferred = len(DeltaTable(str(tables_dir / EMAIL)).file_uris())
     append(writer, sent[FAN_IN + 1 : CROWDED], first_version=FAN_IN + 2, busy=True)
-    writer.wait_for_merges()
     crowded = len(DeltaTable(str(tables_dir / EMAIL)).file_uris())
     append(writer, sent[CROWDED:], first_version=CROWDED + 1)
     writer.close()
@@ -260,41 +243,3 @@ def test_the_committer_merges_as_it_commits(tmp_path: Path) -> None:
     assert len(DeltaTable(str(raw)).file_uris()) < CROWDED
     stored = [r["event_id"] for r in table_rows(settings.data_dir, RAW_EVENTS, "event_id")]
     assert sorted(stored) == sorted(json.loads(b)["event_id"] for b in bodies)
-
-
-def test_a_merge_runs_after_its_batch_and_only_that_tables_next_commit_waits_for_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    merging = threading.Event()
-    release = threading.Event()
-    real_merge = small_files.merge_files
-
-    def held_merge(*args: Any) -> Any:
-        merging.set()
-        assert release.wait(timeout=30), "the test never released the merge"
-        return real_merge(*args)
-
-    monkeypatch.setattr("ciolake.lake.writer.merge_files", held_merge)
-    tables_dir = tmp_path / "tables"
-    writer = opened_writer(str(tables_dir))
-    sent = list(batches(FAN_IN + 1))
-    append(writer, sent[:FAN_IN])  # the last of these starts a merge, which is held
-    assert merging.wait(timeout=30), "no merge started"
-
-    # Another table commits while the merge is held; the merged table's next commit waits.
-    raw = raw_rows(3)
-    writer.append_all({RAW_EVENTS: raw}, versions={0: FAN_IN + 1})
-    waiting = threading.Thread(
-        target=append, args=(writer, sent[FAN_IN:]), kwargs={"first_version": FAN_IN + 1}
-    )
-    waiting.start()
-    waiting.join(timeout=1.0)
-    assert waiting.is_alive(), "the merged table's commit did not wait for its merge"
-    release.set()
-    waiting.join(timeout=30)
-    assert not waiting.is_alive()
-    writer.close()
-
-    assert stored_ids(tables_dir) == expected_ids(sent)
-    assert len(DeltaTable(str(tables_dir / EMAIL)).file_uris()) == 2, "merged, plus the last"
-    assert len(table_rows(tables_dir.parent, RAW_EVENTS, "event_id")) == raw.num_rows

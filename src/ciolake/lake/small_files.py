@@ -46,12 +46,10 @@ SMALLEST_TIER_BYTES = 128 * 1024
 # Tiers 0 and 1 are merged: merged files stay under 8 MiB, a fraction of a second to write.
 MERGED_TIERS = 2
 # A merged file's row groups hold at most this much decoded data (or ROW_GROUP_ROWS rows), so
-# that a merge holds little more than one of them: bodies are 3.4 KB on average. Merging eight
-# 700 KiB raw_events files peaked at 16.8 MiB of Arrow memory with 4 MiB row groups read 1,024
-# rows at a time, and at 7.0 MiB with these (docs/performance.md).
-ROW_GROUP_BYTES = 1024 * 1024
+# that a merge holds little more than one of them: bodies are 3.4 KB on average.
+ROW_GROUP_BYTES = 4 * 1024 * 1024
 # Rows decoded at a time from the files being merged.
-_BATCH_ROWS = 256
+_BATCH_ROWS = 1_024
 
 _PartitionKey = tuple[tuple[str, str | None], ...]
 
@@ -80,10 +78,6 @@ class SmallFiles:
     def forget(self) -> None:
         """Track nothing: another writer committed, and may have removed any of them."""
         self._groups.clear()
-
-    def has_full(self, *, min_files: int = FAN_IN) -> bool:
-        """Whether a tier of one partition holds ``min_files`` or more."""
-        return any(len(group) >= min_files for group in self._groups.values())
 
     def take_full(self, *, min_files: int = FAN_IN) -> list[DataFile] | None:
         """The files of a tier of one partition that holds ``min_files`` or more, no longer

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import pyarrow as pa
@@ -92,11 +92,8 @@ class DeltaWriter:
         self._tables: dict[str, DeltaTable] = {}
         self._storages = {name: table_storage(self._location, name) for name in ALL_SPECS}
         self._small_files = {name: SmallFiles() for name in ALL_SPECS}
-        # Merges run one at a time (two at once doubled what merging adds to the peak memory)
-        # in a thread of their own, after the batch they follow is committed and released.
-        self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ciolake-merge")
-        # Per table, its merge in flight: the table's next commit waits for it.
-        self._merges: dict[str, Future[None]] = {}
+        # One merge at a time: two at once doubled what merging adds to the peak memory.
+        self._merging = threading.Lock()
         # Per table and stream, the highest transaction version committed or read.
         self._txn: dict[str, dict[int, int]] = {}
         self._lock = threading.Lock()
@@ -134,7 +131,6 @@ class DeltaWriter:
         return versions
 
     def _track(self, name: str, table: DeltaTable) -> None:
-        self._settle(name)
         self._tables[name] = table
         self._small_files[name].forget()
 
@@ -147,12 +143,11 @@ class DeltaWriter:
     ) -> dict[str, float]:
         """Append each table's rows in one commit per table, the commits running in parallel.
 
-        Once the commits are in, a table's small files are merged (``lake/small_files.py``)
-        where ``FAN_IN`` of a tier have gathered in a partition, or with
-        ``small_files="defer"`` (the caller has no time to spare) only where ``CROWDED``
-        have. Merges run one at a time in the background, after this returns, so the batch
-        is not held while they run; a table's next commit waits for its merge. One that
-        fails leaves its files as they were (logged).
+        After its commit, a table's small files are merged (``lake/small_files.py``) where
+        ``FAN_IN`` of a tier have gathered in a partition, or with ``small_files="defer"``
+        (the caller has no time to spare) only where ``CROWDED`` have. A merge runs beside
+        the other tables' commits, one merge at a time; one that fails leaves its files as
+        they were (logged).
 
         Returns:
             Seconds each commit took.
@@ -162,7 +157,7 @@ class DeltaWriter:
                 app transaction makes a retry skip them).
         """
         futures = {
-            name: self._pool.submit(self._append, name, rows, versions)
+            name: self._pool.submit(self._append, name, rows, versions, small_files)
             for name, rows in batches.items()
         }
         seconds: dict[str, float] = {}
@@ -172,17 +167,18 @@ class DeltaWriter:
                 seconds[name] = future.result()
             except Exception as exc:  # delta-rs raises several unrelated types
                 failures.append(f"{name}: {type(exc).__name__}: {exc}")
-        min_files = FAN_IN if small_files == "merge" else CROWDED
-        for name in seconds:
-            if self._small_files[name].has_full(min_files=min_files):
-                self._merges[name] = self._merger.submit(self._merge_small_files, name, min_files)
         if failures:
             raise TableWriteError("; ".join(failures))
         return seconds
 
-    def _append(self, name: str, rows: pa.Table, versions: Mapping[int, int]) -> float:
+    def _append(
+        self,
+        name: str,
+        rows: pa.Table,
+        versions: Mapping[int, int],
+        small_files: Literal["merge", "defer"],
+    ) -> float:
         started = time.monotonic()
-        self._settle(name)
         # A table's transaction version never goes down: after a crash, a batch of recovered
         # deliveries may end below what the table already holds (the dedup watermark lags the
         # tables), and a lower version would make the next batch write those deliveries again.
@@ -205,25 +201,21 @@ class DeltaWriter:
             _discard(storage, files)
             raise
         known.update(versions)
-        small_files = self._small_files[name]
-        if after != before + 1:
-            small_files.forget()  # another writer committed: it may have removed any of them
-        small_files.add(files)
+        self._merge_small_files(
+            name,
+            files,
+            others_committed=after != before + 1,
+            min_files=FAN_IN if small_files == "merge" else CROWDED,
+        )
         return time.monotonic() - started
 
-    def wait_for_merges(self) -> None:
-        """Wait until no merge of small files is in flight."""
-        for name in list(self._merges):
-            self._settle(name)
-
-    def _settle(self, name: str) -> None:
-        """Wait for table ``name``'s merge in flight, if any."""
-        pending = self._merges.pop(name, None)
-        if pending is not None:
-            pending.result()
-
-    def _merge_small_files(self, name: str, min_files: int) -> None:
+    def _merge_small_files(
+        self, name: str, committed: list[DataFile], *, others_committed: bool, min_files: int
+    ) -> None:
         small_files = self._small_files[name]
+        if others_committed:
+            small_files.forget()
+        small_files.add(committed)
         while (group := small_files.take_full(min_files=min_files)) is not None:
             merged = self._merge(name, group)
             if merged is None:
@@ -236,7 +228,8 @@ class DeltaWriter:
         # closed-day compaction, and the batch it follows is committed all the same.
         storage = self._storages[name]
         try:
-            merged = merge_files(storage, group)
+            with self._merging:
+                merged = merge_files(storage, group)
         except Exception as exc:  # pyarrow and the store raise many unrelated types
             logger.warning("could not merge small files", extra={"table": name, "error": str(exc)})
             return None
@@ -257,10 +250,8 @@ class DeltaWriter:
         return merged
 
     def close(self) -> None:
-        """Let the merges in flight finish, and stop the commit and merge threads."""
+        """Stop the commit threads."""
         self._pool.shutdown(wait=True)
-        self._merger.shutdown(wait=True)
-        self._merges.clear()
 
 
 def _discard(storage: TableStorage, files: list[DataFile]) -> None:
