@@ -59,7 +59,7 @@ def table_dataset(tables_uri: str, name: str) -> pads.Dataset | None:
     The dataset reads the files through the table's storage (``lake/storage.py``), not through
     ``DeltaTable.to_pyarrow_dataset``: that one reads local files too through delta-rs's Python
     storage handler, and a process that exits right after a scan through it aborted now and
-    then ("terminate called without an active exception", 7 % of exits under load here).
+    then ("terminate called without an active exception").
 
     Raises:
         InputError, TableUnreadableError, StoreUnavailableError: as ``summarize``.
