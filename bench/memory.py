@@ -14,7 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.harness import BenchConfig, rss_check
+from bench.__main__ import config_from, parse_args
+from bench.harness import rss_check
 from bench.load import require_wrk
 from bench.mix import EventSource
 
@@ -36,21 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-src", type=Path, default=None, help="the server's src/")
     args = parser.parse_args(argv)
     require_wrk()
-    config = BenchConfig(
-        quick=False,
-        workers=None,
-        connections=64,
-        rate_connections=256,
-        threads=1,
-        phase_s=30,
-        saturation_pool=0,
-        baseline_rates=False,
-        rss_events=args.events,
-        replay=False,
-        marker_rate=4.0,
-        results_dir=Path(tempfile.gettempdir()),
-        keep_workdir=False,
-    )
+    # The full bench's own defaults (connections, wrk threads, rates), with this many events.
+    config = config_from(parse_args(["--rss-events", str(args.events)]))
     env = {"PYTHONPATH": str(args.server_src.resolve())} if args.server_src else None
     workdir = Path(tempfile.mkdtemp(prefix="ciolake-memory-"))
     try:

@@ -3,8 +3,8 @@
 A deletion vector marks rows of a data file as deleted without rewriting the file, so the
 file's row count (its ``numRecords`` statistic) still counts them. ciolake never writes one,
 but a table it owns may get them from a ``DELETE`` or ``MERGE`` run elsewhere. Row counts
-subtract them; replay, which reads data files directly, refuses such a table rather than bring
-deleted rows back.
+subtract them; replay and ``simulate``'s check of a directory, which read data files directly,
+refuse such a table rather than bring deleted rows back.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def refuse_deletions(table: DeltaTable, name: str, uri: str) -> None:
         raise TableUnreadableError(
             name,
             f"table {name} at {uri} has {deleted:,} row(s) deleted by deletion vectors, which"
-            " replay (it reads data files directly) would bring back: purge them first on the"
+            " ciolake (it reads data files directly) would bring back: purge them first on the"
             f" engine that deleted them (REORG TABLE delta.`{uri}` APPLY (PURGE)), or turn off"
             " delta.enableDeletionVectors before deleting",
         )
