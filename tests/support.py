@@ -505,8 +505,19 @@ def delete_log(table: Path) -> None:
 
 
 def truncate_last_commit(table: Path) -> None:
-    """Cut a table's last commit file short, as a torn write would."""
-    last = sorted((table / "_delta_log").glob("*.json"))[-1]
+    """Cut a table's last commit file short, as a torn write would.
+
+    A checkpoint of a version is written only after its commit is whole, so a torn commit has
+    none: one of the last version (every tenth version has one) goes too, or readers would start
+    from it and never read the torn file.
+    """
+    log = table / "_delta_log"
+    last = sorted(log.glob("*.json"))[-1]
+    checkpoints = list(log.glob(f"{last.stem}.checkpoint*.parquet"))
+    for checkpoint in checkpoints:
+        checkpoint.unlink()
+    if checkpoints:
+        (log / "_last_checkpoint").unlink(missing_ok=True)
     last.write_bytes(last.read_bytes()[:200])
 
 

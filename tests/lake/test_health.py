@@ -6,16 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from ciolake.errors import StoreUnavailableError, TableUnreadableError
 from ciolake.lake.health import REBUILD, RESTORE, check_tables, existing_tables
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES
-from ciolake.lake.writer import DeltaWriter
+from ciolake.lake.writer import TABLE_PROPERTIES, DeltaWriter
 from ciolake.settings import Settings
 from tests.support import (
     channel_rows,
     delete_log,
+    email_batch,
     free_port,
     make_bodies,
     make_settings,
@@ -82,6 +83,26 @@ def test_a_damaged_table_is_named_with_its_way_out(tmp_path: Path, damage: str, 
     assert "\n" not in message
     assert f"table {table} at {tables_of(settings) / table}" in message
     assert (REBUILD if table in CHANNEL_TABLES else RESTORE) in message
+
+
+def test_a_torn_last_commit_is_found_where_a_checkpoint_would_have_followed(
+    tmp_path: Path,
+) -> None:
+    # Every tenth version has a checkpoint; a torn commit never has one, and once the
+    # checkpoint is gone the torn file is what readers meet (CI met the other case).
+    table = tmp_path / "tables" / "email_events"
+    for day in range(10):
+        write_deltalake(
+            str(table),
+            email_batch(40, seed=day),
+            mode="append",
+            partition_by=["event_date"],
+            configuration=TABLE_PROPERTIES,
+        )
+    assert list((table / "_delta_log").glob("00000000000000000009.checkpoint*.parquet"))
+    truncate_last_commit(table)
+    with pytest.raises(TableUnreadableError, match="table email_events at"):
+        check_tables(str(tmp_path / "tables"))
 
 
 def test_an_empty_table_directory_is_created_not_refused(tmp_path: Path) -> None:
