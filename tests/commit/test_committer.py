@@ -15,6 +15,7 @@ from unittest import mock
 
 import pytest
 
+from ciolake.events.decode import Typed, decode_event
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.lake.writer import DeltaWriter
 from ciolake.receive.verify import Verdict
@@ -194,3 +195,25 @@ def test_slow_commits_make_batches_larger_and_fewer(tmp_path: Path) -> None:
     assert len(batch_sizes) < 4_000 // 500
     # Spaced out: the smoothed commit time (0.4 s and more) over COMMIT_SHARE.
     assert receiver.committer.batch_interval() >= 2.5
+
+
+def test_a_body_no_column_can_hold_lands_and_the_rest_follow(tmp_path: Path) -> None:
+    # An integer beyond 64 bits once failed every batch that held it, for ever.
+    settings = make_settings(tmp_path)
+    bodies = make_bodies(200)
+    poison = json.loads(bodies[0])
+    poison["data"]["campaign_id"] = 2**64
+    bodies[0] = json.dumps(poison).encode()
+    receiver = run_receiver(settings, bodies)
+    assert receiver.committer.consecutive_failures == 0
+    assert len(all_channel_ids(settings.data_dir)) == 200
+    decoded = decode_event(bodies[0])
+    assert isinstance(decoded, Typed)
+    (row,) = table_rows(
+        settings.data_dir,
+        decoded.table,
+        "campaign_id, spec_violations",
+        f"WHERE event_id = '{poison['event_id']}'",
+    )
+    assert row["campaign_id"] is None
+    assert "wrong_type:data.campaign_id" in row["spec_violations"]

@@ -12,7 +12,12 @@ event held in a batch: decoding took 14 us an event instead of 6 in a replay chu
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer a BIGINT column holds; a larger one is the wrong type (dropped and listed)."""
 
 
 class Identifiers(msgspec.Struct, kw_only=True, gc=False):
@@ -39,17 +44,17 @@ class CommonData(msgspec.Struct, kw_only=True, gc=False):
     customer_id: str | None = None
     email_address: str | None = None
     delivery_id: str | None = None
-    campaign_id: int | None = None
-    broadcast_id: int | None = None
-    newsletter_id: int | None = None
-    transactional_message_id: int | None = None
-    trigger_id: int | None = None
-    action_id: int | None = None
-    parent_action_id: int | None = None
+    campaign_id: Int64 | None = None
+    broadcast_id: Int64 | None = None
+    newsletter_id: Int64 | None = None
+    transactional_message_id: Int64 | None = None
+    trigger_id: Int64 | None = None
+    action_id: Int64 | None = None
+    parent_action_id: Int64 | None = None
     journey_id: str | None = None
-    content_id: int | None = None
+    content_id: Int64 | None = None
     trigger_event_id: str | None = None
-    template_id: int | None = None
+    template_id: Int64 | None = None
     campaign_name: str | None = None
     campaign_tags: list[str] | None = None
     broadcast_name: str | None = None
@@ -59,7 +64,7 @@ class CommonData(msgspec.Struct, kw_only=True, gc=False):
     recipient: str | None = None
     failure_message: str | None = None
     href: str | None = None
-    link_id: int | None = None
+    link_id: Int64 | None = None
     content: str | None = None
 
 
