@@ -75,6 +75,15 @@ class Lake:
             columns = [d[0] for d in cursor.description]
             return Result(columns, [tuple(row) for row in cursor.fetchall()])
 
+    def arrow(self, sql: str) -> Any:
+        """Run a query; its rows as one Arrow table.
+
+        Raises:
+            LakeReadError: DuckDB failed.
+        """
+        with _read_errors():
+            return self._connection.execute(sql).fetch_arrow_table()
+
     def create_views(self, tables_uri: str) -> None:
         """Create the base-table views over the Delta tables, then every analytics view.
 

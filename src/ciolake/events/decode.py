@@ -1,9 +1,11 @@
 """Decode a raw body into a typed event, route it, and list what breaks the spec.
 
-The fast path is one msgspec decode into the tagged union. Anything it rejects takes the slow
-path, which finds out why: not JSON, a broken envelope or an unknown object type go to quarantine;
-a ``data`` field of the wrong type is dropped from the typed columns (it stays in the payload)
-and listed in ``spec_violations``, because an authentic event is never thrown away.
+The fast path is one msgspec decode into the tagged union, with JSON types exactly as the model
+declares them. Anything it rejects takes the slow path, which finds out why, by the rules of
+``events.definition`` (which DuckDB and Spark follow too): not JSON, a broken envelope or an
+unknown object type go to quarantine; a ``data`` field of the wrong type is dropped from the
+typed columns (it stays in the payload) and listed in ``spec_violations``, because an authentic
+event is never thrown away.
 """
 
 from __future__ import annotations
@@ -13,6 +15,22 @@ from typing import Any
 
 import msgspec
 
+from ciolake.events.definition import (
+    BAD_DATA,
+    BAD_EVENT_ID,
+    BAD_METRIC,
+    BAD_OBJECT_TYPE,
+    BAD_TIMESTAMP,
+    FIELDS,
+    INVALID_JSON,
+    MAX_TIMESTAMP,
+    NOT_AN_OBJECT,
+    ORIGINS,
+    RENAMED_OBJECT_TYPE,
+    TRIGGERED_BROADCAST,
+    UNKNOWN_OBJECT_TYPE,
+    int_from_text,
+)
 from ciolake.events.model import (
     DATA_TYPES,
     EVENT_TYPES,
@@ -23,10 +41,7 @@ from ciolake.events.model import (
 )
 from ciolake.events.schemas import find_schema, target_table
 
-# Unix seconds for 9999-12-31T23:59:59Z: beyond it no date column can hold the event.
-MAX_TIMESTAMP = 253_402_300_799
-
-_EVENT_DECODER = msgspec.json.Decoder(Event, strict=False)
+_EVENT_DECODER = msgspec.json.Decoder(Event)
 _ANY_DECODER = msgspec.json.Decoder()
 _DATA_FIELD_TYPES: dict[str, dict[str, Any]] = {
     object_type: {f.name: f.type for f in msgspec.structs.fields(data_type)}
@@ -80,10 +95,10 @@ def decode_event(body: bytes) -> Decoded:
 def _decode_slowly(body: bytes) -> Decoded:
     try:
         document = _ANY_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        return Quarantined(reason="invalid_json", detail=str(exc))
+    except msgspec.DecodeError:
+        return Quarantined(reason="invalid_json", detail=INVALID_JSON)
     if not isinstance(document, dict):
-        return Quarantined(reason="invalid_envelope", detail="body is not a JSON object")
+        return Quarantined(reason="invalid_envelope", detail=NOT_AN_OBJECT)
     return _decode_document(document)
 
 
@@ -93,7 +108,7 @@ def _decode_document(document: dict[str, Any]) -> Decoded:
     if object_type is None and "object_type_type" in document:
         # The spec names cio_subscription_preferences_changed's discriminator object_type_type.
         object_type = document["object_type_type"]
-        violations.append("renamed_field:object_type_type")
+        violations.append(RENAMED_OBJECT_TYPE)
     problems = _envelope_problems(document, object_type)
     event_id = _text_or_none(document.get("event_id"))
     metric = _text_or_none(document.get("metric"))
@@ -111,7 +126,7 @@ def _decode_document(document: dict[str, Any]) -> Decoded:
     if object_type not in EVENT_TYPES:
         return Quarantined(
             reason="unknown_object_type",
-            detail=f"object_type {object_type!r} is none of {', '.join(EVENT_TYPES)}",
+            detail=UNKNOWN_OBJECT_TYPE,
             event_id=event_id,
             object_type=object_type,
             metric=metric,
@@ -127,19 +142,23 @@ def _envelope_problems(document: dict[str, Any], object_type: object) -> list[st
     problems = []
     event_id = document.get("event_id")
     if not isinstance(event_id, str) or not event_id:
-        problems.append("event_id must be a non-empty string")
+        problems.append(BAD_EVENT_ID)
     if not isinstance(object_type, str):
-        problems.append("object_type must be a string")
+        problems.append(BAD_OBJECT_TYPE)
     if not isinstance(document.get("metric"), str):
-        problems.append("metric must be a string")
+        problems.append(BAD_METRIC)
     timestamp = document.get("timestamp")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
-        problems.append("timestamp must be integer unix seconds")
-    elif not 0 <= timestamp <= MAX_TIMESTAMP:
-        problems.append(f"timestamp {timestamp} is outside 0..{MAX_TIMESTAMP}")
+    if not _is_timestamp(timestamp):
+        problems.append(BAD_TIMESTAMP)
     if not isinstance(document.get("data"), dict):
-        problems.append("data must be an object")
+        problems.append(BAD_DATA)
     return problems
+
+
+def _is_timestamp(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return 0 <= value <= MAX_TIMESTAMP
 
 
 def _text_or_none(value: object) -> str | None:
@@ -149,18 +168,22 @@ def _text_or_none(value: object) -> str | None:
 def _convert_data(object_type: str, data: dict[str, Any], violations: list[str]) -> CommonData:
     data_type = DATA_TYPES[object_type]
     try:
-        return msgspec.convert(data, data_type, strict=False)
+        return msgspec.convert(data, data_type)
     except msgspec.ValidationError:
         pass
     field_types = _DATA_FIELD_TYPES[object_type]
     kept: dict[str, Any] = {}
-    for name, value in data.items():
-        if name not in field_types:
-            continue
+    for field in FIELDS[object_type]:
+        value = data.get(field.name)
+        if field.kind == "int" and isinstance(value, str):
+            value = int_from_text(value)
+            if value is None:
+                violations.append(f"wrong_type:data.{field.name}")
+                continue
         try:
-            kept[name] = msgspec.convert(value, field_types[name], strict=False)
+            kept[field.name] = msgspec.convert(value, field_types[field.name])
         except msgspec.ValidationError:
-            violations.append(f"wrong_type:data.{name}")
+            violations.append(f"wrong_type:data.{field.name}")
     return data_type(**kept)
 
 
@@ -197,12 +220,9 @@ def _check(event: EventBase, object_type: str, violations: list[str]) -> Typed:
 
 def origin_of(data: CommonData) -> str | None:
     """Which origin variant the ids describe: recorded, never grounds for rejection."""
-    if data.transactional_message_id is not None:
-        return "transactional"
-    if data.newsletter_id is not None:
-        return "newsletter"
-    if data.campaign_id is not None:
-        return "campaign"
-    if data.broadcast_id is not None:
-        return "api_triggered_broadcast" if data.trigger_id is not None else "broadcast"
+    for name, origin in ORIGINS:
+        if getattr(data, name) is not None:
+            if origin == "broadcast" and data.trigger_id is not None:
+                return TRIGGERED_BROADCAST
+            return origin
     return None

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ciolake.events.decode import Quarantined, Typed
+from ciolake.events.definition import stale_detail
 from ciolake.journal.records import JournalRecord
 from ciolake.lake.tables import (
     ALL_SPECS,
@@ -226,7 +227,7 @@ def _decoded_field(decoded: Typed | Quarantined, name: str) -> str | None:
 
 def stale_quarantine(typed_or_not: Typed | Quarantined, tolerance_s: int) -> Quarantined:
     """The quarantine entry of a delivery whose signed timestamp was outside the tolerance."""
-    detail = f"X-CIO-Timestamp more than {tolerance_s}s from the time of receipt"
+    detail = stale_detail(tolerance_s)
     if isinstance(typed_or_not, Typed):
         return Quarantined(
             reason="stale_timestamp",
