@@ -271,3 +271,11 @@ def corpus() -> pa.Table:
 def known_difference(name: str) -> pa.Table:
     """One delivery whose body the engines' JSON parsers read differently."""
     return raw_table([(KNOWN_DIFFERENCES[name], (NOW + 1) * 1_000_000, NOW)])
+
+
+def corpus_and_differences() -> tuple[pa.Table, dict[int, str]]:
+    """The corpus with every known difference after it, and the difference at each lsn."""
+    deliveries = _deliveries()
+    at = {len(deliveries) + i: name for i, name in enumerate(KNOWN_DIFFERENCES, start=1)}
+    known = [(KNOWN_DIFFERENCES[name], (NOW + 1) * 1_000_000, NOW) for name in at.values()]
+    return raw_table([*deliveries, *known]), at

@@ -65,6 +65,7 @@ def within(module: str, *rooms: str) -> bool:
         ("deltalake", ("ciolake.lake.delta",)),
         ("obstore", ("ciolake.lake.storage",)),
         ("duckdb", ("ciolake.analytics.duck",)),
+        ("pyspark", ("ciolake.derive.spark_job",)),
         ("httpx", ("ciolake.customerio", "ciolake.checks")),
     ],
 )

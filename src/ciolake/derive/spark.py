@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from ciolake.derive.dialects import SparkDialect
 from ciolake.derive.sql import derived_sql, output_sql
-from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE
+from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE, TableSpec
 
 SPARK = SparkDialect()
 OUTPUTS = (*CHANNEL_SPECS, QUARANTINE)
@@ -33,3 +35,44 @@ def derive_frames(spark: Any, raw: Any, *, tolerance_s: int) -> dict[str, Any]:
     derived = spark.sql(derived_sql(SPARK, tolerance_s=tolerance_s)).cache()
     derived.createOrReplaceTempView("derived")
     return {name: spark.sql(output_sql(SPARK, name)) for name in OUTPUTS}
+
+
+# Written by ciolake and delta-rs too: the features delta-rs cannot write stay off.
+TABLE_PROPERTIES = {
+    "delta.checkpointInterval": "10",
+    "delta.enableDeletionVectors": "false",
+    "delta.enableRowTracking": "false",
+    "delta.enableInCommitTimestamps": "false",
+}
+
+
+def spark_type(kind: pa.DataType) -> str:
+    """The Spark SQL type of an Arrow type of ciolake's tables."""
+    if pa.types.is_string(kind):
+        return "STRING"
+    if pa.types.is_int64(kind):
+        return "BIGINT"
+    if pa.types.is_boolean(kind):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMP"
+    if pa.types.is_date32(kind):
+        return "DATE"
+    if pa.types.is_map(kind):
+        return f"MAP<{spark_type(kind.key_type)}, {spark_type(kind.item_type)}>"
+    if pa.types.is_list(kind):
+        return f"ARRAY<{spark_type(kind.value_type)}>"
+    if pa.types.is_struct(kind):
+        fields = ", ".join(f"`{f.name}`: {spark_type(f.type)}" for f in kind)
+        return f"STRUCT<{fields}>"
+    raise ValueError(f"no Spark type for {kind}")
+
+
+def table_ddl(spec: TableSpec, location: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of a ciolake table at ``location`` (a Delta path)."""
+    columns = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in spec.schema)
+    properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.items())
+    return (
+        f"CREATE TABLE IF NOT EXISTS delta.`{location}` ({columns}) USING DELTA"
+        f" PARTITIONED BY (`{spec.partition_by}`) TBLPROPERTIES ({properties})"
+    )

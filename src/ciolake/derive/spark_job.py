@@ -1,0 +1,216 @@
+"""``ciolake-spark derive``: the channel tables and the quarantine, derived by Spark from
+``raw_events``, exactly once (the one module that imports pyspark).
+
+A Structured Streaming query reads ``raw_events`` incrementally (``--every`` for a query that
+keeps running, else ``availableNow``: everything new, then stop, as a scheduled job does). Each
+micro-batch is derived by ``derive.spark`` (the SQL DuckDB runs, in Spark's dialect) and
+written so that a batch run twice changes nothing: channel rows by an insert-only ``MERGE`` on
+``event_id`` (an event already in the table keeps its row, which came from an earlier
+delivery), quarantine records by an append with Delta's idempotent-write options
+(``txnAppId``, ``txnVersion`` = the batch id). Run it with ``spark-submit`` or as a Databricks
+job; missing target tables are created with ciolake's schemas, writable by delta-rs (no
+deletion vectors, no row tracking, no in-commit timestamps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ciolake.derive.spark import OUTPUTS, derive_frames, table_ddl
+from ciolake.lake.tables import ALL_SPECS, QUARANTINE, RAW_EVENTS
+
+APP_ID = "ciolake-derive"
+_MISSING = (
+    "ciolake-spark needs pyspark and delta-spark: install the spark extra"
+    " (pip install 'ciolake[spark]'), or run it with spark-submit or on Databricks"
+)
+
+
+@dataclass
+class DeriveResult:
+    """What one run derived: micro-batches, and rows written per table."""
+
+    batches: int = 0
+    deliveries: int = 0
+    written: Counter[str] = field(default_factory=Counter)
+
+
+def _pyspark() -> Any:
+    try:
+        return importlib.import_module("pyspark.sql")
+    except ImportError as exc:
+        raise SystemExit(f"error: {_MISSING}") from exc
+
+
+def table_path(tables_uri: str, name: str) -> str:
+    """Where table ``name`` lives under ``tables_uri``."""
+    return f"{tables_uri.rstrip('/')}/{name}"
+
+
+def ensure_targets(spark: Any, tables_uri: str) -> None:
+    """Create every channel table and the quarantine under ``tables_uri`` that is missing."""
+    statements = [table_ddl(ALL_SPECS[name], table_path(tables_uri, name)) for name in OUTPUTS]
+    _at_once(spark.sql, statements)
+
+
+def _at_once(work: Any, items: Sequence[Any]) -> None:
+    # Each table is its own Spark job and its own Delta commit: none waits for another.
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        for done in [pool.submit(work, item) for item in items]:
+            done.result()
+
+
+def _source(spark: Any, raw_events: str) -> Any:
+    reader = spark.readStream.format("delta")
+    if "/" in raw_events or ":" in raw_events:
+        return reader.load(raw_events)
+    return reader.table(raw_events)  # a catalog table, e.g. Unity Catalog's catalog.schema.raw
+
+
+def _merge(session: Any, frame: Any, target: str, view: str) -> None:
+    frame.createOrReplaceTempView(view)
+    session.sql(
+        f"MERGE INTO delta.`{target}` AS t USING {view} AS s ON t.event_id = s.event_id"
+        " WHEN NOT MATCHED THEN INSERT *"
+    )
+
+
+def _apply(
+    session: Any, batch: Any, batch_id: int, *, tables_uri: str, tolerance_s: int
+) -> Counter[str]:
+    frames = derive_frames(session, batch, tolerance_s=tolerance_s)
+    try:
+        counted = session.sql("SELECT target, count(*) AS n FROM derived GROUP BY target")
+        written = Counter({r["target"]: r["n"] for r in counted.collect() if r["target"]})
+
+        def write(name: str) -> None:
+            target = table_path(tables_uri, name)
+            if name == QUARANTINE:
+                (
+                    frames[name]
+                    .write.format("delta")
+                    .mode("append")
+                    .option("txnAppId", APP_ID)
+                    .option("txnVersion", batch_id)
+                    .save(target)
+                )
+            else:
+                _merge(session, frames[name], target, f"ciolake_derived_{name}")
+
+        _at_once(write, list(written))
+    finally:
+        session.catalog.uncacheTable("derived")
+        session.catalog.dropTempView("derived")
+    return written
+
+
+def run_derive(
+    spark: Any,
+    *,
+    tables_uri: str,
+    checkpoint: str,
+    raw_events: str | None = None,
+    tolerance_s: int = 300,
+    every_s: float | None = None,
+    report: Any = None,
+) -> DeriveResult:
+    """Derive everything new in ``raw_events`` into the tables under ``tables_uri``.
+
+    Args:
+        spark: a ``SparkSession`` with Delta Lake.
+        tables_uri: where the channel tables and the quarantine are (created if missing).
+        checkpoint: the streaming query's checkpoint location (its position in ``raw_events``).
+        raw_events: a Delta path or a catalog table name (default: under ``tables_uri``).
+        tolerance_s: how far a signed timestamp may be from its receipt (as the receiver's).
+        every_s: run for ever, a micro-batch every this many seconds (default: once).
+        report: called with ``(batch_id, deliveries, written)`` after each micro-batch.
+    """
+    ensure_targets(spark, tables_uri)
+    result = DeriveResult()
+
+    def each(batch: Any, batch_id: int) -> None:
+        deliveries = batch.count()
+        written = _apply(
+            batch.sparkSession, batch, batch_id, tables_uri=tables_uri, tolerance_s=tolerance_s
+        )
+        result.batches += 1
+        result.deliveries += deliveries
+        result.written.update(written)
+        if report is not None:
+            report(batch_id, deliveries, written)
+
+    source = _source(spark, raw_events or table_path(tables_uri, RAW_EVENTS))
+    writer = source.writeStream.foreachBatch(each).option("checkpointLocation", checkpoint)
+    if every_s is None:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{every_s} seconds")
+    writer.start().awaitTermination()
+    return result
+
+
+def _session() -> Any:
+    sql = _pyspark()
+    active = sql.SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = (
+        sql.SparkSession.builder.appName(APP_ID)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    try:
+        delta = importlib.import_module("delta")
+    except ImportError:
+        return builder.getOrCreate()  # spark-submit --packages io.delta:... brings the jars
+    return delta.configure_spark_with_delta_pip(builder).getOrCreate()
+
+
+def _print_batch(batch_id: int, deliveries: int, written: Counter[str]) -> None:
+    rows = ", ".join(f"{name} {count:,}" for name, count in written.items() if count)
+    print(f"batch {batch_id}: {deliveries:,} deliveries -> {rows or 'nothing new'}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ciolake-spark derive --tables-uri URI [--checkpoint URI] [...]``."""
+    parser = argparse.ArgumentParser(prog="ciolake-spark")
+    commands = parser.add_subparsers(dest="command", required=True)
+    derive = commands.add_parser("derive", help="derive the channel tables from raw_events")
+    derive.add_argument("--tables-uri", required=True, help="where the tables are")
+    derive.add_argument(
+        "--checkpoint",
+        help="the query's checkpoint location (default: <tables-uri>/_checkpoints/derive)",
+    )
+    derive.add_argument("--raw-events", help="a Delta path or a catalog table name")
+    derive.add_argument("--timestamp-tolerance-s", type=int, default=300)
+    derive.add_argument("--every", type=float, help="keep running, a micro-batch every N s")
+    args = parser.parse_args(argv)
+    if args.timestamp_tolerance_s < 0:
+        parser.error("--timestamp-tolerance-s must be >= 0")
+    if args.every is not None and args.every <= 0:
+        parser.error("--every must be > 0")
+    result = run_derive(
+        _session(),
+        tables_uri=args.tables_uri,
+        checkpoint=args.checkpoint or table_path(args.tables_uri, "_checkpoints/derive"),
+        raw_events=args.raw_events,
+        tolerance_s=args.timestamp_tolerance_s,
+        every_s=args.every,
+        report=_print_batch,
+    )
+    print(f"derived {result.deliveries:,} deliveries in {result.batches} micro-batches")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
