@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ciolake.derive.sql import RAW_COLUMNS, Dialect, JsonType, quote
 
+_OBJECT_START = "^[ \t\n\r]*[{]"
 _DUCK_TYPES: dict[JsonType, str] = {
     "string": "= 'VARCHAR'",
     "integer": "IN ('BIGINT', 'UBIGINT')",
@@ -35,14 +36,14 @@ class DuckDialect(Dialect):
         raw = ", ".join(RAW_COLUMNS)
         listed = ", ".join(quote(p) for p in paths.values())
         picked = ", ".join(f"v[{i}] AS j_{name}" for i, name in enumerate(paths, start=1))
+        # One parse of each body: TRY gives null where it is not JSON. Valid JSON is an object
+        # exactly when its first character past JSON's whitespace is a brace.
         return (
-            f"SELECT {raw}, is_json, is_object, {picked} FROM ("
-            f"SELECT {raw}, is_json, is_object,"
-            f" CASE WHEN is_object THEN json_extract(body, [{listed}]) END AS v FROM ("
-            f"SELECT {raw}, is_json,"
-            " CASE WHEN is_json THEN json_type(body) = 'OBJECT' ELSE FALSE END AS is_object"
-            " FROM (SELECT *, COALESCE(body_base64 IS NULL AND json_valid(body), FALSE)"
-            " AS is_json FROM raw)))"
+            f"SELECT {raw}, v IS NOT NULL AS is_json,"
+            f" COALESCE(v IS NOT NULL AND regexp_matches(body, {quote(_OBJECT_START)}), FALSE)"
+            f" AS is_object, {picked} FROM ("
+            f"SELECT {raw}, CASE WHEN body_base64 IS NULL"
+            f" THEN TRY(json_extract(body, [{listed}])) END AS v FROM raw)"
         )
 
     def is_null(self, value: str) -> str:
