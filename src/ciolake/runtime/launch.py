@@ -35,8 +35,8 @@ def stream_directory(settings: Settings, stream: int) -> Path:
 def worker_command() -> list[str]:
     """The command that starts a worker; it reads ``launch_input`` on standard input."""
     # Not ``-m ciolake.runtime.worker``: run as __main__, the module would log as "__main__". SIGINT
-    # is ignored while it imports: a Ctrl-C at the terminal reaches the whole process group,
-    # and the supervisor, not the worker, decides how to stop (uvicorn takes SIGINT back).
+    # is ignored while it imports, though a worker runs in a process group of its own (see
+    # ``Supervisor._spawn``): the supervisor, not the worker, decides how to stop.
     return [sys.executable, "-c", _WORKER_MAIN]
 
 

@@ -117,8 +117,15 @@ class Supervisor:
             streams=self.runtime.shared.streams,
             supervisor_pid=os.getpid(),
         )
+        # A process group of its own: a Ctrl-C at the terminal reaches the whole foreground
+        # group, and one landing while a worker's interpreter starts (before it can ignore
+        # SIGINT) printed a traceback. The supervisor stops its workers itself (SIGTERM), and
+        # a worker dies with it.
         process = subprocess.Popen(
-            worker_command(), stdin=subprocess.PIPE, pass_fds=[sock.fileno(), admin_fd]
+            worker_command(),
+            stdin=subprocess.PIPE,
+            pass_fds=[sock.fileno(), admin_fd],
+            process_group=0,
         )
         assert process.stdin is not None
         with process.stdin:
