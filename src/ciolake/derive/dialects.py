@@ -216,8 +216,10 @@ class SparkDialect(Dialect):
         return f"`{name}`"
 
     def full_match(self, text: str, pattern: str) -> str:
-        # Java's ``$`` also matches before a final line break; ``\\z`` only at the very end.
-        return f"regexp_like({text}, {quote('^(?:' + pattern + ')' + chr(92) * 2 + 'z')})"
+        # Java's ``$`` also matches before a final line break; ``\\z`` only at the very end
+        # (written ``\\\\z`` in the literal: Spark unescapes backslashes in string literals).
+        anchored = quote(f"^(?:{pattern})").removesuffix("'")
+        return f"regexp_like({text}, {anchored}\\\\z')"
 
     def seconds(self, timestamp: str) -> str:
         return f"(CAST(unix_micros({timestamp}) AS DOUBLE) / CAST(1000000 AS DOUBLE))"

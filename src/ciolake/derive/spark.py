@@ -68,11 +68,16 @@ def spark_type(kind: pa.DataType) -> str:
     raise ValueError(f"no Spark type for {kind}")
 
 
+def delta_path(location: str) -> str:
+    """A Delta table named by its path in Spark SQL (``delta.`path```)."""
+    return "delta.`" + location.replace("`", "``") + "`"
+
+
 def table_ddl(spec: TableSpec, location: str) -> str:
     """``CREATE TABLE IF NOT EXISTS`` of a ciolake table at ``location`` (a Delta path)."""
     columns = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in spec.schema)
     properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.items())
     return (
-        f"CREATE TABLE IF NOT EXISTS delta.`{location}` ({columns}) USING DELTA"
+        f"CREATE TABLE IF NOT EXISTS {delta_path(location)} ({columns}) USING DELTA"
         f" PARTITIONED BY (`{spec.partition_by}`) TBLPROPERTIES ({properties})"
     )

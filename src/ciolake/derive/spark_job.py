@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ciolake.derive.spark import OUTPUTS, derive_frames, table_ddl
+from ciolake.derive.spark import OUTPUTS, delta_path, derive_frames, table_ddl
 from ciolake.lake.tables import ALL_SPECS, QUARANTINE, RAW_EVENTS
 
 APP_ID = "ciolake-derive"
@@ -77,7 +77,7 @@ def _source(spark: Any, raw_events: str) -> Any:
 def _merge(session: Any, frame: Any, target: str, view: str) -> None:
     frame.createOrReplaceTempView(view)
     session.sql(
-        f"MERGE INTO delta.`{target}` AS t USING {view} AS s ON t.event_id = s.event_id"
+        f"MERGE INTO {delta_path(target)} AS t USING {view} AS s ON t.event_id = s.event_id"
         " WHEN NOT MATCHED THEN INSERT *"
     )
 

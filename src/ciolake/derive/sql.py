@@ -13,6 +13,7 @@ rows differ too; everything else is the same row for row.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -64,118 +65,125 @@ _QUARANTINE_COLUMNS = {
 
 
 def quote(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
+    """A SQL string literal of ciolake's own text.
+
+    Raises:
+        ValueError: the text holds a quote or a backslash, which DuckDB and Spark escape
+            differently (Spark reads ``'a''b'`` as two literals, ``ab``).
+    """
+    if "'" in text or "\\" in text:
+        raise ValueError(f"no quote or backslash in SQL text: {text!r}")
+    return f"'{text}'"
 
 
-class Dialect:
-    """How one engine spells the JSON primitives of the derivation (subclassed per engine)."""
+class Dialect(ABC):
+    """How one engine spells the JSON primitives of the derivation (one subclass per engine)."""
 
     name = ""
 
+    @abstractmethod
     def parsed(self, paths: dict[str, str]) -> str:
         """SELECT over ``raw``: its columns, ``is_json``, ``is_object``, and ``j_<name>``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def is_null(self, value: str) -> str:
         """True where the value is missing or JSON null."""
-        raise NotImplementedError
 
+    @abstractmethod
     def has_type(self, value: str, kind: JsonType) -> str:
         """True where the value is of this JSON type (integers: within 64 bits)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def text(self, value: str) -> str:
         """The string a JSON string holds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def integer(self, value: str) -> str:
         """The BIGINT a JSON integer holds (null beyond 64 bits)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def boolean(self, value: str) -> str:
         """The BOOLEAN a JSON boolean holds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def text_to_bigint(self, text: str) -> str:
         """The BIGINT a string spells, null if it spells none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def elements(self, value: str) -> str:
         """A JSON array's elements, as a list of JSON values."""
-        raise NotImplementedError
 
+    @abstractmethod
     def members(self, value: str) -> tuple[str, str]:
         """A JSON object's keys and values, as two lists."""
-        raise NotImplementedError
 
+    @abstractmethod
     def member(self, value: str, key: str) -> str:
         """One member of a JSON object, null where absent."""
-        raise NotImplementedError
 
+    @abstractmethod
     def every(self, items: str, var: str, condition: str) -> str:
         """True where ``condition`` holds for every element (and for no elements)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def transform(self, items: str, var: str, expression: str) -> str:
         """Each element mapped through ``expression``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def keep(self, items: str, var: str, condition: str) -> str:
         """The elements for which ``condition`` holds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def contains(self, items: str, value: str) -> str:
         """True where the list holds the value."""
-        raise NotImplementedError
 
+    @abstractmethod
     def texts(self, items: Sequence[str]) -> str:
         """A list of strings from expressions (possibly empty)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def concat(self, *lists: str) -> str:
         """The lists one after the other."""
-        raise NotImplementedError
 
+    @abstractmethod
     def join(self, items: str, separator: str) -> str:
         """The strings of a list joined."""
-        raise NotImplementedError
 
+    @abstractmethod
     def struct(self, fields: dict[str, str]) -> str:
         """A struct of named expressions."""
-        raise NotImplementedError
 
+    @abstractmethod
     def text_map(self, keys: str, values: str) -> str:
         """A map from two lists (keys unique, the last of a repeated key kept)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def size(self, items: str) -> str:
         """The number of elements of a list."""
-        raise NotImplementedError
 
+    @abstractmethod
     def identifier(self, name: str) -> str:
         """A quoted column name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def full_match(self, text: str, pattern: str) -> str:
         """True where the whole text matches the regular expression."""
-        raise NotImplementedError
 
+    @abstractmethod
     def seconds(self, timestamp: str) -> str:
         """A TIMESTAMP column's instant as DOUBLE unix seconds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def event_time(self, seconds: str) -> str:
         """The UTC TIMESTAMP of BIGINT unix seconds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def event_date(self, seconds: str) -> str:
         """The UTC DATE of non-negative BIGINT unix seconds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def values(self, rows: Sequence[Sequence[str]], columns: Sequence[str], alias: str) -> str:
         """A FROM item of literal rows, named ``alias``."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
