@@ -172,8 +172,12 @@ def _session() -> Any:
     try:
         delta = importlib.import_module("delta")
     except ImportError:
-        return builder.getOrCreate()  # spark-submit --packages io.delta:... brings the jars
-    return delta.configure_spark_with_delta_pip(builder).getOrCreate()
+        session = builder.getOrCreate()  # spark-submit --packages io.delta:... brings the jars
+    else:
+        session = delta.configure_spark_with_delta_pip(builder).getOrCreate()
+    # Spark's INFO lines (tens of thousands a run) would bury the job's own.
+    session.sparkContext.setLogLevel("WARN")
+    return session
 
 
 def _print_batch(batch_id: int, deliveries: int, written: Counter[str]) -> None:
@@ -208,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         every_s=args.every,
         report=_print_batch,
     )
-    print(f"derived {result.deliveries:,} deliveries in {result.batches} micro-batches")
+    batches = "micro-batch" if result.batches == 1 else "micro-batches"
+    print(f"derived {result.deliveries:,} deliveries in {result.batches} {batches}")
     return 0
 
 
