@@ -141,3 +141,16 @@ def test_the_spark_job_derives_what_the_committer_landed_exactly_once(
         writer.ensure_tables()
     finally:
         writer.close()
+
+
+def test_a_missing_raw_events_is_one_line_and_exit_1(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere" / "raw_events"
+    args = ["derive", "--tables-uri", str(tmp_path / "tables"), "--raw-events", str(missing)]
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: cannot derive from ")
+    assert "\n" not in error
+    assert str(missing) in error
+    assert not (tmp_path / "tables").exists()

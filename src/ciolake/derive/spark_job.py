@@ -67,11 +67,22 @@ def _at_once(work: Any, items: Sequence[Any]) -> None:
             done.result()
 
 
+def _is_path(raw_events: str) -> bool:
+    # Else a catalog table, e.g. Unity Catalog's catalog.schema.raw_events.
+    return "/" in raw_events or ":" in raw_events
+
+
 def _source(spark: Any, raw_events: str) -> Any:
     reader = spark.readStream.format("delta")
-    if "/" in raw_events or ":" in raw_events:
-        return reader.load(raw_events)
-    return reader.table(raw_events)  # a catalog table, e.g. Unity Catalog's catalog.schema.raw
+    return reader.load(raw_events) if _is_path(raw_events) else reader.table(raw_events)
+
+
+def _check_source(spark: Any, raw_events: str) -> None:
+    # Read its columns now: a missing table fails here, before any target table is created.
+    reader = spark.read.format("delta")
+    frame = reader.load(raw_events) if _is_path(raw_events) else reader.table(raw_events)
+    if "body" not in frame.columns:
+        raise ValueError(f"{raw_events} is not a raw_events table (it has no body column)")
 
 
 def _merge(session: Any, frame: Any, target: str, view: str) -> None:
@@ -132,6 +143,8 @@ def run_derive(
         every_s: run for ever, a micro-batch every this many seconds (default: once).
         report: called with ``(batch_id, deliveries, written)`` after each micro-batch.
     """
+    source = raw_events or table_path(tables_uri, RAW_EVENTS)
+    _check_source(spark, source)
     ensure_targets(spark, tables_uri)
     result = DeriveResult()
 
@@ -146,8 +159,8 @@ def run_derive(
         if report is not None:
             report(batch_id, deliveries, written)
 
-    source = _source(spark, raw_events or table_path(tables_uri, RAW_EVENTS))
-    writer = source.writeStream.foreachBatch(each).option("checkpointLocation", checkpoint)
+    stream = _source(spark, source).writeStream.foreachBatch(each)
+    writer = stream.option("checkpointLocation", checkpoint)
     if every_s is None:
         writer = writer.trigger(availableNow=True)
     else:
@@ -180,6 +193,10 @@ def _session() -> Any:
     return session
 
 
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "Spark failed")
+
+
 def _print_batch(batch_id: int, deliveries: int, written: Counter[str]) -> None:
     rows = ", ".join(f"{name} {count:,}" for name, count in written.items() if count)
     print(f"batch {batch_id}: {deliveries:,} deliveries -> {rows or 'nothing new'}", flush=True)
@@ -190,28 +207,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ciolake-spark")
     commands = parser.add_subparsers(dest="command", required=True)
     derive = commands.add_parser("derive", help="derive the channel tables from raw_events")
-    derive.add_argument("--tables-uri", required=True, help="where the tables are")
+    derive.add_argument(
+        "--tables-uri", required=True, metavar="URI", help="where the derived tables are"
+    )
     derive.add_argument(
         "--checkpoint",
+        metavar="URI",
         help="the query's checkpoint location (default: <tables-uri>/_checkpoints/derive)",
     )
-    derive.add_argument("--raw-events", help="a Delta path or a catalog table name")
-    derive.add_argument("--timestamp-tolerance-s", type=int, default=300)
-    derive.add_argument("--every", type=float, help="keep running, a micro-batch every N s")
+    derive.add_argument(
+        "--raw-events",
+        metavar="PATH_OR_TABLE",
+        help="raw_events: a Delta path or a catalog table name (default: under --tables-uri)",
+    )
+    derive.add_argument(
+        "--timestamp-tolerance-s",
+        type=int,
+        default=300,
+        metavar="S",
+        help="how far X-CIO-Timestamp may be from the receipt (default 300, the receiver's)",
+    )
+    derive.add_argument(
+        "--every", type=float, metavar="SECONDS", help="keep running, a micro-batch every N s"
+    )
     args = parser.parse_args(argv)
     if args.timestamp_tolerance_s < 0:
         parser.error("--timestamp-tolerance-s must be >= 0")
     if args.every is not None and args.every <= 0:
         parser.error("--every must be > 0")
-    result = run_derive(
-        _session(),
-        tables_uri=args.tables_uri,
-        checkpoint=args.checkpoint or table_path(args.tables_uri, "_checkpoints/derive"),
-        raw_events=args.raw_events,
-        tolerance_s=args.timestamp_tolerance_s,
-        every_s=args.every,
-        report=_print_batch,
-    )
+    spark = _session()
+    failures = importlib.import_module("pyspark.errors").PySparkException
+    raw_events = args.raw_events or table_path(args.tables_uri, RAW_EVENTS)
+    try:
+        result = run_derive(
+            spark,
+            tables_uri=args.tables_uri,
+            checkpoint=args.checkpoint or table_path(args.tables_uri, "_checkpoints/derive"),
+            raw_events=raw_events,
+            tolerance_s=args.timestamp_tolerance_s,
+            every_s=args.every,
+            report=_print_batch,
+        )
+    except (failures, ValueError) as exc:
+        said = _first_line(str(exc))
+        print(
+            f"error: cannot derive from {raw_events} into {args.tables_uri}: {said}",
+            file=sys.stderr,
+        )
+        return 1
     batches = "micro-batch" if result.batches == 1 else "micro-batches"
     print(f"derived {result.deliveries:,} deliveries in {result.batches} {batches}")
     return 0
