@@ -47,6 +47,7 @@ class SlowWriter(DeltaWriter):
         self._noted = threading.Lock()
         self._hung = threading.Event()
         self._never = threading.Event()
+        self.blocked = threading.Event()
 
     def append_all(
         self,
@@ -56,6 +57,7 @@ class SlowWriter(DeltaWriter):
         small_files: Literal["merge", "defer"] = "merge",
     ) -> dict[str, float]:
         if self._hung.is_set():
+            self.blocked.set()
             self._never.wait()
         time.sleep(SLOW_COMMIT_S)
         seconds = super().append_all(batches, versions=versions, small_files=small_files)
@@ -220,6 +222,12 @@ def test_a_crash_while_rows_wait_loses_and_doubles_nothing(
     else:
         wait_for(rows_wait, timeout=20, what="a table with rows waiting")
     first.writer.hang()
+    # The dead process's committer must be parked in the hung writer before its dedup index
+    # is closed: closing it under a commit still recording made SQLite crash the test process.
+    # One more delivery (which the dead process never commits) makes sure a commit is tried.
+    last = records[-1]
+    first.committer.submit([JournalRecord(last.lsn + 1, last.received_at_us, NOW, 0, last.body, 0)])
+    wait_for(first.writer.blocked.is_set, timeout=20, what="the committer stopped at a commit")
     applied = first.dedup.applied_lsn(0)
     assert applied < records[-1].lsn
     first.dedup.close()
