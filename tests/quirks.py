@@ -20,6 +20,9 @@ from ciolake.events.definition import MAX_TIMESTAMP
 from ciolake.events.samples import sample_event, schema_by_name, schema_keys
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
+from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES, QUARANTINE
+
+Rows = dict[tuple[int, int], dict[str, Any]]
 
 NOW = 1_790_000_000
 TOLERANCE_S = 300
@@ -279,3 +282,38 @@ def corpus_and_differences() -> tuple[pa.Table, dict[int, str]]:
     at = {len(deliveries) + i: name for i, name in enumerate(KNOWN_DIFFERENCES, start=1)}
     known = [(KNOWN_DIFFERENCES[name], (NOW + 1) * 1_000_000, NOW) for name in at.values()]
     return raw_table([*deliveries, *known]), at
+
+
+def plain(value: Any) -> Any:
+    """A cell comparable across engines: maps as dicts (their order is no part of a map)."""
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        return dict(value)
+    return value
+
+
+def keyed(table: pa.Table) -> Rows:
+    """A table's rows by delivery (journal stream and position), each delivery once."""
+    found: Rows = {}
+    for row in table.to_pylist():
+        key = (row["journal_stream"], row["journal_lsn"])
+        assert key not in found, f"delivery {key} derived twice"
+        found[key] = {name: plain(value) for name, value in row.items()}
+    return found
+
+
+def differences(
+    expected: dict[str, pa.Table], actual: dict[str, pa.Table], *, engine: str
+) -> list[str]:
+    """Every cell, row or schema where ``engine``'s derivation differs from Python's."""
+    found = []
+    for name in (*CHANNEL_TABLES, QUARANTINE):
+        if actual[name].schema != ALL_SPECS[name].schema:
+            found.append(f"{name}: schema {actual[name].schema}")
+        want, got = keyed(expected[name]), keyed(actual[name])
+        for key in want.keys() ^ got.keys():
+            found.append(f"{name} {key}: only in {'python' if key in want else engine}")
+        for key in want.keys() & got.keys():
+            for column, value in want[key].items():
+                if got[key][column] != value:
+                    found.append(f"{name} {key} {column}: {value!r} != {got[key][column]!r}")
+    return found

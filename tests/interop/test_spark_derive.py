@@ -10,7 +10,7 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pytest
@@ -20,31 +20,20 @@ from ciolake.derive.spark import derive_frames
 from ciolake.derive.spark_job import main, run_derive
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES, QUARANTINE, RAW_SPEC
 from ciolake.lake.writer import DeltaWriter
-from tests.quirks import BAD_BODIES, TOLERANCE_S, corpus_and_differences
+from tests.quirks import (
+    BAD_BODIES,
+    TOLERANCE_S,
+    Rows,
+    corpus_and_differences,
+    differences,
+    keyed,
+)
 from tests.support import make_bodies, make_settings, receive, table_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 pytestmark = pytest.mark.spark
-
-Rows = dict[tuple[int, int], dict[str, Any]]
-
-
-def plain(value: Any) -> Any:
-    """A cell comparable across engines: maps as dicts (their order is no part of a map)."""
-    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
-        return dict(value)
-    return value
-
-
-def keyed(table: pa.Table) -> Rows:
-    found: Rows = {}
-    for row in table.to_pylist():
-        key = (row["journal_stream"], row["journal_lsn"])
-        assert key not in found, f"delivery {key} derived twice"
-        found[key] = {name: plain(value) for name, value in row.items()}
-    return found
 
 
 def spark_derive(spark: SparkSession, raw: pa.Table) -> dict[str, pa.Table]:
@@ -53,25 +42,12 @@ def spark_derive(spark: SparkSession, raw: pa.Table) -> dict[str, pa.Table]:
     return {name: f.toArrow().cast(ALL_SPECS[name].schema) for name, f in frames.items()}
 
 
-def differences(expected: dict[str, pa.Table], actual: dict[str, pa.Table]) -> list[str]:
-    found = []
-    for name in (*CHANNEL_TABLES, QUARANTINE):
-        want, got = keyed(expected[name]), keyed(actual[name])
-        for key in want.keys() ^ got.keys():
-            found.append(f"{name} {key}: only in {'python' if key in want else 'spark'}")
-        for key in want.keys() & got.keys():
-            for column, value in want[key].items():
-                if got[key][column] != value:
-                    found.append(f"{name} {key} {column}: {value!r} != {got[key][column]!r}")
-    return found
-
-
 def test_spark_derives_the_corpus_as_python_does_but_where_its_parser_differs(
     spark: SparkSession,
 ) -> None:
     raw, known = corpus_and_differences()
     expected = python.derive_rows(raw, tolerance_s=TOLERANCE_S)
-    found = differences(expected, spark_derive(spark, raw))
+    found = differences(expected, spark_derive(spark, raw), engine="spark")
     # Pinned so that a change in either parser is noticed (docs/reference.md lists them).
     differing = {known[int(re.search(r"\(\d+, (\d+)\)", f)[1])] for f in found}  # type: ignore[index]
     assert differing == {"content after the value", "number beyond a double"}, found
