@@ -6,11 +6,10 @@ import pyarrow as pa
 
 from ciolake.analytics.duck import connect
 from ciolake.derive.dialects import DuckDialect
-from ciolake.derive.sql import derived_sql, output_sql
-from ciolake.lake.tables import ALL_SPECS, CHANNEL_SPECS, QUARANTINE
+from ciolake.derive.sql import OUTPUTS, derived_sql, output_sql
+from ciolake.lake.tables import ALL_SPECS
 
 DUCKDB = DuckDialect()
-OUTPUTS = (*CHANNEL_SPECS, QUARANTINE)
 
 
 def derive_rows(raw: pa.Table, *, tolerance_s: int) -> dict[str, pa.Table]:

@@ -11,11 +11,10 @@ from typing import Any
 import pyarrow as pa
 
 from ciolake.derive.dialects import SparkDialect
-from ciolake.derive.sql import derived_sql, output_sql
-from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE, TableSpec
+from ciolake.derive.sql import OUTPUTS, derived_sql, output_sql
+from ciolake.lake.tables import TableSpec
 
 SPARK = SparkDialect()
-OUTPUTS = (*CHANNEL_SPECS, QUARANTINE)
 # A repeated key keeps its last value, as in msgspec; Spark's default refuses the body.
 SESSION_SETTINGS = {"spark.sql.variant.allowDuplicateKeys": "true"}
 

@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ciolake.derive.spark import OUTPUTS, delta_path, derive_frames, table_ddl
+from ciolake.derive.spark import delta_path, derive_frames, table_ddl
+from ciolake.derive.sql import OUTPUTS
 from ciolake.lake.tables import ALL_SPECS, QUARANTINE, RAW_EVENTS
 
 APP_ID = "ciolake-derive"

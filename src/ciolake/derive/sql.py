@@ -29,6 +29,7 @@ from ciolake.events.definition import (
     FIELDS,
     IDENTIFIER_KEYS,
     INVALID_JSON,
+    MAX_DIGITS,
     MAX_TIMESTAMP,
     NOT_AN_OBJECT,
     ORIGINS,
@@ -41,11 +42,12 @@ from ciolake.events.definition import (
     stale_detail,
 )
 from ciolake.events.model import OBJECT_TYPES
-from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE_SPEC
+from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE, QUARANTINE_SPEC
 
 JsonType = Literal["string", "integer", "boolean", "object", "array"]
 
-_MAX_DIGITS = 20
+OUTPUTS: tuple[str, ...] = (*CHANNEL_SPECS, QUARANTINE)
+"""The tables a derivation gives rows of: every channel table, then the quarantine."""
 RAW_COLUMNS = (
     "received_at",
     "received_date",
@@ -204,7 +206,7 @@ def _int_value(d: Dialect, x: str) -> _Typed:
     spelled = d.text(x)
     value = (
         f"CASE WHEN {d.has_type(x, 'integer')} THEN {d.integer(x)}"
-        f" WHEN {d.has_type(x, 'string')} AND length({spelled}) <= {_MAX_DIGITS}"
+        f" WHEN {d.has_type(x, 'string')} AND length({spelled}) <= {MAX_DIGITS}"
         f" AND {d.full_match(spelled, DIGITS_SQL)} THEN {d.text_to_bigint(spelled)} END"
     )
     return _Typed(value, f"({d.is_null(x)} OR ({value}) IS NOT NULL)")

@@ -28,7 +28,7 @@ MAX_TIMESTAMP = 253_402_300_799
 # A string an integer field takes: ASCII digits with an optional minus, nothing else.
 DIGITS = re.compile(r"-?[0-9]+")
 DIGITS_SQL = "-?[0-9]+"
-_MAX_DIGITS = 20  # "-9223372036854775808"; Python refuses to parse 4,300 digits or more
+MAX_DIGITS = 20  # "-9223372036854775808"; Python refuses to parse 4,300 digits or more
 
 IDENTIFIER_KEYS: tuple[str, ...] = tuple(Identifiers.__struct_fields__)
 RECIPIENT_KEYS: tuple[str, ...] = tuple(PushRecipient.__struct_fields__)
@@ -157,7 +157,7 @@ def unrouted_table(object_type: str) -> str:
 
 def int_from_text(text: str) -> int | None:
     """The integer a string spells (``DIGITS``, within 64 bits), else None."""
-    if len(text) > _MAX_DIGITS or DIGITS.fullmatch(text) is None:
+    if len(text) > MAX_DIGITS or DIGITS.fullmatch(text) is None:
         return None
     value = int(text)
     return value if INT64_MIN <= value <= INT64_MAX else None
