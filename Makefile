@@ -82,6 +82,7 @@ bench-deps:
 bench: install bench-deps
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick) \
 	  $(if $(WORKERS),--workers $(WORKERS)) $(BENCH_ARGS)
+	$(BIN)/python -m bench.receivers $(if $(filter 1 yes true,$(QUICK)),--seconds 8)
 
 # 10 minutes at half of saturation, kill -9 and restart every 2 minutes; MINUTES=2 for a
 # short one (a kill every 30 s), KILL_EVERY=S to choose the interval.

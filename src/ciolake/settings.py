@@ -45,6 +45,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     background_nice: int = 0
     vacuum_retention_hours: int = 168
     log_level: str = "INFO"
+    role: str = "all"
+    receiver_id: int = 0
+
+    @property
+    def stream_base(self) -> int:
+        """What this server adds to its journal streams' numbers in the tables: receivers
+        sharing a lake number their streams apart (``STREAMS_PER_RECEIVER`` each)."""
+        return self.receiver_id * STREAMS_PER_RECEIVER
 
     @property
     def journal_dir(self) -> Path:
@@ -99,6 +107,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 KEYS_FILE_ENV = "CIOLAKE_SIGNING_KEYS_FILE"
 STREAM_PREFIX = "stream-"
+# ``serve --role``: ``all`` receives and derives the channel tables; ``receiver`` lands only
+# ``raw_events`` (several may share a lake), for ``ciolake derive`` to derive from.
+ROLES = ("all", "receiver")
+# Journal streams (worker processes) a receiver may have: receiver r's stream k is numbered
+# r * STREAMS_PER_RECEIVER + k in the tables and their app transactions.
+STREAMS_PER_RECEIVER = 1000
+MAX_RECEIVER_ID = 999_999
 
 _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_HOST": "host",
@@ -129,12 +144,38 @@ _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_MAX_CONNECTIONS": "max_connections",
     "CIOLAKE_VACUUM_RETENTION_HOURS": "vacuum_retention_hours",
     "CIOLAKE_LOG_LEVEL": "log_level",
+    "CIOLAKE_ROLE": "role",
+    "CIOLAKE_RECEIVER_ID": "receiver_id",
 }
 
+
+# Read where object store requests are made (``lake/location.py``); checked here with the rest.
+STORE_TIMEOUT_ENV = "CIOLAKE_STORE_TIMEOUT_S"
+DEFAULT_STORE_TIMEOUT_S = 15.0
+MAX_STORE_TIMEOUT_S = 600.0
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Past this, delta-rs's vacuum overflows its duration arithmetic (a Rust panic): 100 years.
 MAX_RETENTION_HOURS = 100 * 366 * 24
+
+
+def read_store_timeout(environ: Mapping[str, str]) -> float:
+    """Seconds an object store request may go unanswered (``CIOLAKE_STORE_TIMEOUT_S``).
+
+    Raises:
+        ConfigurationError: not a number of seconds from 0.1 to 600.
+    """
+    raw = environ.get(STORE_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_STORE_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= MAX_STORE_TIMEOUT_S:
+        raise ConfigurationError(
+            f"invalid setting {STORE_TIMEOUT_ENV}: {raw!r} is not a number of seconds from 0.1"
+            f" to {MAX_STORE_TIMEOUT_S:.0f}"
+        )
+    return seconds
 
 
 def parse_keys(raw: str) -> tuple[str, ...]:
@@ -167,6 +208,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     except msgspec.ValidationError as exc:
         raise ConfigurationError(_explain(exc, values)) from exc
     _check_ranges(settings)
+    read_store_timeout(env)
     return settings
 
 
@@ -186,7 +228,17 @@ def _explain(exc: msgspec.ValidationError, values: dict[str, Any]) -> str:
 
 
 # Settings that some command also takes as a flag of the same name.
-_FLAGGED = {"host", "port", "admin_host", "admin_port", "workers", "data_dir", "tables_uri"}
+_FLAGGED = {
+    "host",
+    "port",
+    "admin_host",
+    "admin_port",
+    "workers",
+    "data_dir",
+    "tables_uri",
+    "role",
+    "receiver_id",
+}
 _KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
 
 
@@ -251,11 +303,7 @@ def _check_ranges(settings: Settings) -> None:
         raise ConfigurationError(
             f"invalid setting: workers must be 1 or more, got {settings.workers}"
         )
-    if not 0 <= settings.vacuum_retention_hours <= MAX_RETENTION_HOURS:
-        raise ConfigurationError(
-            f"invalid setting: vacuum_retention_hours must be 0 to {MAX_RETENTION_HOURS},"
-            f" got {settings.vacuum_retention_hours}"
-        )
+    _require_between("vacuum_retention_hours", settings.vacuum_retention_hours, MAX_RETENTION_HOURS)
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigurationError(
             f"invalid setting: log_level must be one of {', '.join(LOG_LEVELS)},"
@@ -263,10 +311,36 @@ def _check_ranges(settings: Settings) -> None:
         )
     if settings.timestamp_tolerance_s < 0:
         raise ConfigurationError("invalid setting: timestamp_tolerance_s must be >= 0")
+    _check_role(settings)
     if not 0 <= settings.background_nice <= 19:
         raise ConfigurationError(
             "invalid setting: background_nice must be 0 (off) to 19,"
             f" got {settings.background_nice}"
+        )
+
+
+def _require_between(name: str, value: int, highest: int) -> None:
+    if not 0 <= value <= highest:
+        raise ConfigurationError(f"invalid setting: {name} must be 0 to {highest}, got {value}")
+
+
+def _check_role(settings: Settings) -> None:
+    if settings.role not in ROLES:
+        raise ConfigurationError(
+            f"invalid setting: role must be one of {', '.join(ROLES)}, got {settings.role!r}"
+        )
+    _require_between("receiver_id", settings.receiver_id, MAX_RECEIVER_ID)
+    if settings.role == "receiver" and settings.receiver_id == 0:
+        # Receiver 0's streams are those of a server of role "all": an id of one's own
+        # keeps a receiver's deliveries apart from any other's in the shared tables.
+        raise ConfigurationError(
+            "invalid setting: a receiver needs its own receiver_id (CIOLAKE_RECEIVER_ID or"
+            " --receiver-id), 1 or more, different for every receiver of the lake"
+        )
+    if settings.role == "receiver" and (settings.workers or 1) > STREAMS_PER_RECEIVER:
+        raise ConfigurationError(
+            f"invalid setting: a receiver has at most {STREAMS_PER_RECEIVER} workers,"
+            f" got {settings.workers}"
         )
 
 

@@ -36,6 +36,9 @@ from tests.support import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TABLES_URI = "s3://lake/tables"
+# Object store requests give up after this (the default is 15 s): each stalled phase below
+# waits for it.
+STORE_TIMEOUT = {"CIOLAKE_STORE_TIMEOUT_S": "4"}
 
 
 def post_all(server: ServerProcess, bodies: list[bytes]) -> None:
@@ -54,7 +57,7 @@ def test_the_server_answers_from_its_journal_while_the_store_is_away(tmp_path: P
     bodies = sample_bodies(90, seed=23, timestamp=int(time.time()))
     with s3_server() as s3:
         proxy = StallingProxy(s3.endpoint)
-        env = s3_env(proxy.endpoint)
+        env = {**s3_env(proxy.endpoint), **STORE_TIMEOUT}
         args = ("--tables-uri", TABLES_URI)
         server = start_server(data_dir, env=env, args=args)
         try:
@@ -93,7 +96,7 @@ def test_a_new_data_dir_with_its_store_away_refuses_in_one_line(tmp_path: Path) 
         proxy = StallingProxy(s3.endpoint)
         proxy.stall()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CIOLAKE_")}
-        env.update(s3_env(proxy.endpoint), CIOLAKE_SIGNING_KEYS=TEST_KEY)
+        env.update(s3_env(proxy.endpoint), CIOLAKE_SIGNING_KEYS=TEST_KEY, **STORE_TIMEOUT)
         command = [sys.executable, "-m", "ciolake", "serve", "--port", str(free_port())]
         command += ["--admin-port", str(free_port()), "--tables-uri", TABLES_URI]
         started = time.monotonic()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ciolake.errors import InputError
+from ciolake.errors import ConfigurationError, InputError
 from ciolake.lake.location import parse_location, require_location, storage_options
+from ciolake.settings import load_settings
 
 
 @pytest.mark.parametrize(
@@ -49,10 +50,32 @@ def test_malformed_locations_are_refused_naming_what_is_supported(uri: str, frag
         assert "s3://bucket/path" in str(raised.value)
 
 
-def test_object_stores_get_time_limits_and_local_paths_none() -> None:
+def test_object_stores_get_time_limits_and_local_paths_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CIOLAKE_STORE_TIMEOUT_S", raising=False)
     assert storage_options("data/tables") == {}
     options = storage_options("s3://bucket/tables")
-    assert {"connect_timeout", "timeout", "retry_timeout", "max_retries"} <= options.keys()
+    assert options == {
+        "connect_timeout": "5.0s",
+        "timeout": "15.0s",
+        "retry_timeout": "10.0s",
+        "max_retries": "3",
+    }
+    # A shorter request timeout shortens the others with it.
+    monkeypatch.setenv("CIOLAKE_STORE_TIMEOUT_S", "2.5")
+    options = storage_options("s3://bucket/tables")
+    assert (options["connect_timeout"], options["timeout"], options["retry_timeout"]) == (
+        "2.5s",
+        "2.5s",
+        "2.5s",
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "601", "soon", "nan"])
+def test_a_store_timeout_out_of_range_is_refused_by_every_command(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="CIOLAKE_STORE_TIMEOUT_S"):
+        load_settings({"CIOLAKE_STORE_TIMEOUT_S": value})
 
 
 def test_a_reading_command_needs_the_data_directory(tmp_path: Path) -> None:

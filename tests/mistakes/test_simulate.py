@@ -159,7 +159,7 @@ def channel_event_ids(data_dir: Path) -> list[str]:
 
 def test_ctrl_c_stops_in_one_line_and_leaves_consistent_tables(tmp_path: Path) -> None:
     start = (datetime.now(UTC).date() - timedelta(days=40)).isoformat()
-    args = ["--days", "10", "--deliveries", "300", "--start", start, "--data-dir", "data"]
+    args = ["--days", "5", "--deliveries", "300", "--start", start, "--data-dir", "data"]
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
         [sys.executable, "-m", "ciolake", "simulate", *args],
@@ -194,7 +194,7 @@ def test_ctrl_c_stops_in_one_line_and_leaves_consistent_tables(tmp_path: Path) -
         check=False,
     )
     assert again.returncode == 0, again.stderr.decode(errors="replace")[-2000:]
-    config = SimulationConfig(start=date.fromisoformat(start), days=10, deliveries=300)
+    config = SimulationConfig(start=date.fromisoformat(start), days=5, deliveries=300)
     history = build_history(config)
     landed, already = summary(again.stderr.decode())
     assert landed + already == len(history.events())

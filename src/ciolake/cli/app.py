@@ -9,6 +9,7 @@ from ciolake.cli import (
     check,
     compact,
     dashboard,
+    derive,
     replay,
     report,
     send_test,
@@ -34,6 +35,7 @@ app.command("send-test")(send_test.send_test)
 app.command("tables")(tables.tables)
 app.command("replay")(replay.replay)
 app.command("compact")(compact.compact)
+app.command("derive")(derive.derive)
 app.add_typer(webhooks.app, name="webhooks")
 app.command("check")(check.check)
 app.command("views")(views.views)

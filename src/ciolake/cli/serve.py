@@ -66,9 +66,26 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="Log level [env CIOLAKE_LOG_LEVEL].")
     ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="all: receive and derive the channel tables; receiver: land raw_events only,"
+            " one of several sharing --tables-uri, with `ciolake derive` deriving"
+            " [env CIOLAKE_ROLE; default all]."
+        ),
+    ] = None,
+    receiver_id: Annotated[
+        int | None,
+        typer.Option(
+            help="With --role receiver: this receiver's number, 1 or more, different for every"
+            " receiver of the lake [env CIOLAKE_RECEIVER_ID]."
+        ),
+    ] = None,
 ) -> None:
     """Receive Customer.io reporting webhooks and land them in Delta tables."""
     settings = load_settings(
+        role=role,
+        receiver_id=receiver_id,
         host=host,
         port=port,
         admin_host=admin_host,

@@ -20,10 +20,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 from ciolake.commit.dedup import DedupIndex, keep_from_day
 from ciolake.commit.pools import Item, Pool, SeenEntry, TablePools, applied_watermarks, tables_of
-from ciolake.events.decode import Quarantined, decode_event
+from ciolake.events.decode import Decoded, Quarantined, decode_event
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
@@ -102,8 +103,16 @@ class Committer:
         clock: Callable[[], float],
         on_applied: Callable[[Mapping[int, int]], None] = lambda _lsns: None,
         lock: AbstractContextManager[object] | None = None,
+        writes: Literal["all", "raw", "derived"] = "all",
     ) -> None:
+        """Args:
+        writes: which tables the committer fills: ``all``; only ``raw_events`` (a receiver
+            of several sharing a lake); or only the derived ones, the channel tables and the
+            quarantine (the deriver, whose deliveries come from ``raw_events``).
+        """
         self._config = config
+        self._writes_raw = writes != "derived"
+        self._derives = writes != "raw"
         self._lock = lock or nullcontext()
         self._on_applied = on_applied
         self._writer = writer
@@ -341,6 +350,19 @@ class Committer:
     def _streams(self) -> set[int]:
         return self._known_streams | {k for streams in self._versions.values() for k in streams}
 
+    def _learn_streams(self, batch: list[JournalRecord]) -> None:
+        """Read what the tables hold of streams met for the first time.
+
+        The deriver meets a receiver's stream only when ``raw_events`` first holds it, and a
+        table may hold some of its deliveries already (committed before a crash).
+        """
+        new = {record.stream for record in batch} - self._streams()
+        if not new:
+            return
+        for table, held in self._writer.committed_versions(new).items():
+            self._versions.setdefault(table, {}).update(held)
+        self._known_streams |= new
+
     def _holds(self, table: str, record: JournalRecord) -> bool:
         """True if ``table`` already holds whatever ``record`` puts in it."""
         return record.lsn <= self._versions[table].get(record.stream, 0)
@@ -365,6 +387,7 @@ class Committer:
 
     def _pool(self, batch: list[JournalRecord]) -> None:
         """Decode and deduplicate a batch, and add its rows to their tables' pools."""
+        self._learn_streams(batch)
         for record in batch:
             self._processed[record.stream] = max(record.lsn, self._processed.get(record.stream, 0))
         plan = self._plan(batch)
@@ -430,7 +453,13 @@ class Committer:
     def _plan(self, batch: list[JournalRecord]) -> _Plan:
         decoded = [(record, decode_event(record.body)) for record in batch]
         plan = _Plan(defaultdict(list), defaultdict(list), 0)
-        plan.items[RAW_EVENTS] = [(r, d) for r, d in decoded if not self._holds(RAW_EVENTS, r)]
+        if self._writes_raw:
+            plan.items[RAW_EVENTS] = [(r, d) for r, d in decoded if not self._holds(RAW_EVENTS, r)]
+        if self._derives:
+            self._plan_derived(decoded, plan)
+        return plan
+
+    def _plan_derived(self, decoded: list[tuple[JournalRecord, Decoded]], plan: _Plan) -> None:
         quarantine_items: list[rows.QuarantineItem] = []
         typed_items: list[rows.TypedItem] = []
         for record, result in decoded:
@@ -446,7 +475,6 @@ class Committer:
             (r, q) for r, q in quarantine_items if not self._holds(QUARANTINE, r)
         ]
         self._deduplicate(typed_items, plan)
-        return plan
 
     def _deduplicate(self, items: list[rows.TypedItem], plan: _Plan) -> None:
         already = self._dedup.seen([t.event.event_id for _r, t in items])

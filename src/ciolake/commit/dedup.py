@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ciolake.units import SECONDS_PER_DAY
 
+_DERIVED_VERSION = "derived_version"
 # SQLite's default limit on bound parameters in old builds is 999.
 _CHUNK = 900
 _SCHEMA = (
@@ -63,6 +64,22 @@ class DedupIndex:
         """Journal streams with an applied watermark."""
         rows = self._db.execute("SELECT key FROM meta WHERE key LIKE 'applied_lsn:%'")
         return sorted(int(key.split(":", 1)[1]) for (key,) in rows)
+
+    def derived_version(self) -> int:
+        """The last ``raw_events`` version whose deliveries every derived table holds (the
+        deriver's position; -1 if none)."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (_DERIVED_VERSION,)
+        ).fetchone()
+        return int(row[0]) if row else -1
+
+    def save_derived_version(self, version: int) -> None:
+        """Record the deriver's position (see ``derived_version``)."""
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            (_DERIVED_VERSION, version),
+        )
 
     def seen(self, event_ids: Sequence[str]) -> set[str]:
         """The subset of ``event_ids`` already recorded."""

@@ -9,12 +9,14 @@ connections and never answers costs seconds, not a hang.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ciolake.errors import InputError
+from ciolake.settings import read_store_timeout
 
 # Object stores delta-rs reaches, by URI scheme (what each needs after the scheme).
 REMOTE_SCHEMES: dict[str, str] = {
@@ -28,13 +30,12 @@ REMOTE_SCHEMES: dict[str, str] = {
 SUPPORTED = "a local path, file:///path, " + ", ".join(REMOTE_SCHEMES.values())
 
 # Client options of object_store (ClientConfigKey) and delta-rs's retry options. A request
-# that gets no answer gives up after REQUEST_TIMEOUT; a failed one is retried (connection
-# reset, 503) only while RETRY_TIMEOUT has not passed since the first attempt, so an endpoint
-# that never answers costs one request timeout, not delta-rs's default of 10 retries.
-CONNECT_TIMEOUT = "5s"
-REQUEST_TIMEOUT = "15s"
-RETRY_TIMEOUT_S = 10
-RETRY_TIMEOUT = f"{RETRY_TIMEOUT_S}s"
+# that gets no answer gives up after the request timeout (``settings.read_store_timeout``); a
+# failed one is retried (connection reset, 503) only while
+# RETRY_TIMEOUT_S has not passed since the first attempt, so an endpoint that never answers
+# costs one request timeout, not delta-rs's default of 10 retries.
+CONNECT_TIMEOUT_S = 5.0
+RETRY_TIMEOUT_S = 10.0
 MAX_RETRIES = "3"
 
 _SCHEME_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
@@ -108,12 +109,37 @@ def storage_options(location: TablesLocation | str) -> dict[str, str]:
     parsed = parse_location(location) if isinstance(location, str) else location
     if not parsed.remote:
         return {}
+    limits = store_time_limits()
     return {
-        "connect_timeout": CONNECT_TIMEOUT,
-        "timeout": REQUEST_TIMEOUT,
-        "retry_timeout": RETRY_TIMEOUT,
+        "connect_timeout": f"{limits.connect_s}s",
+        "timeout": f"{limits.request_s}s",
+        "retry_timeout": f"{limits.retry_s}s",
         "max_retries": MAX_RETRIES,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTimeLimits:
+    """Seconds an object store request may take: to connect, to answer, to be retried."""
+
+    connect_s: float
+    request_s: float
+    retry_s: float
+
+
+def store_time_limits() -> StoreTimeLimits:
+    """The object store time limits: the request timeout (``CIOLAKE_STORE_TIMEOUT_S``,
+    default 15 s), the others no longer than it.
+
+    Read from the environment where the storage options are made, as object_store reads its
+    own ``AWS_*`` variables, so that every command and process agrees without passing it
+    along; ``load_settings`` refuses a bad value at the start of every command.
+
+    Raises:
+        ConfigurationError: the variable is not a number of seconds from 0.1 to 600.
+    """
+    seconds = read_store_timeout(os.environ)
+    return StoreTimeLimits(min(CONNECT_TIMEOUT_S, seconds), seconds, min(RETRY_TIMEOUT_S, seconds))
 
 
 def require_location(location: TablesLocation) -> None:

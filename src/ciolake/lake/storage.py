@@ -35,12 +35,10 @@ from obstore.store import ObjectStore, from_url
 from ciolake.journal.fsync import fsync_directory, fsync_path
 from ciolake.lake.delta import DeltaStorageHandler
 from ciolake.lake.location import (
-    CONNECT_TIMEOUT,
     MAX_RETRIES,
-    REQUEST_TIMEOUT,
-    RETRY_TIMEOUT_S,
     TablesLocation,
     storage_options,
+    store_time_limits,
 )
 
 if TYPE_CHECKING:
@@ -106,17 +104,18 @@ def table_storage(location: TablesLocation, name: str) -> TableStorage:
 def object_store(uri: str) -> ObjectStore:
     """An obstore client of ``uri``, with the location's time limits (``lake/location.py``)
     and the credentials of the environment, as delta-rs reads them."""
+    limits = store_time_limits()
     return from_url(
         uri,
         client_options={
-            "connect_timeout": CONNECT_TIMEOUT,
-            "timeout": REQUEST_TIMEOUT,
+            "connect_timeout": f"{limits.connect_s}s",
+            "timeout": f"{limits.request_s}s",
             # A local test server (AWS_ALLOW_HTTP, as delta-rs reads it).
             "allow_http": os.environ.get("AWS_ALLOW_HTTP", "").lower() == "true",
         },
         retry_config={
             "max_retries": int(MAX_RETRIES),
-            "retry_timeout": dt.timedelta(seconds=RETRY_TIMEOUT_S),
+            "retry_timeout": dt.timedelta(seconds=limits.retry_s),
         },
     )
 

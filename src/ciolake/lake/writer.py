@@ -4,6 +4,10 @@ Each append carries one delta-rs app transaction per journal in the batch,
 ``(app_id(stream), version)``, where version is that journal's last sequence number in the
 batch. The table's log remembers them, so after a crash the committer knows exactly which
 journaled deliveries a table already holds, and never writes a batch twice.
+
+Receivers sharing a lake (``serve --role receiver``) number their journals apart: the writer
+adds its ``stream_base`` to every stream in the rows it writes and in the app transactions, so
+one receiver's progress is never taken for another's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ciolake.errors import TableWriteError
 from ciolake.lake.delta import DeltaTable, Transaction
@@ -78,20 +83,30 @@ def app_id(stream: int) -> str:
 class DeltaWriter:
     """Owns the Delta tables under one location."""
 
-    def __init__(self, tables_uri: str) -> None:
+    def __init__(
+        self,
+        tables_uri: str,
+        *,
+        names: Iterable[str] = ALL_SPECS,
+        stream_base: int = 0,
+    ) -> None:
         """Args:
         tables_uri: where the tables live.
+        names: the tables this writer creates, reads and appends to.
+        stream_base: added to every journal stream number written (see the module).
 
         Raises:
             InputError: ``tables_uri`` is malformed or of an unsupported scheme.
         """
+        self._names = tuple(names)
+        self._stream_base = stream_base
         self._location = parse_location(tables_uri)
         self._root = self._location.uri
         # The location's time limits, for every call on an object store.
         self._storage_options = location_options(self._location)
         self._tables: dict[str, DeltaTable] = {}
-        self._storages = {name: table_storage(self._location, name) for name in ALL_SPECS}
-        self._small_files = {name: SmallFiles() for name in ALL_SPECS}
+        self._storages = {name: table_storage(self._location, name) for name in self._names}
+        self._small_files = {name: SmallFiles() for name in self._names}
         # One merge at a time: two at once doubled what merging adds to the peak memory.
         self._merging = threading.Lock()
         # Per table and stream, the highest transaction version committed or read.
@@ -115,20 +130,23 @@ class DeltaWriter:
             TableUnreadableError: a table's log is missing (its data files remain) or damaged.
             StoreUnavailableError: the object store cannot be reached.
         """
-        for name, table in ensure_tables(self._location).items():
+        for name, table in ensure_tables(self._location, names=self._names).items():
             self._track(name, table)
 
     def committed_versions(self, streams: Iterable[int]) -> dict[str, dict[int, int]]:
         """Per table and journal stream, the last sequence number committed (0 if none)."""
         wanted = list(streams)
         versions: dict[str, dict[int, int]] = {}
-        for name in ALL_SPECS:
+        for name in self._names:
             with store_errors(self._location, name):
                 table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
             self._track(name, table)
-            versions[name] = {k: table.transaction_version(app_id(k)) or 0 for k in wanted}
-            self._txn[name] = dict(versions[name])
+            versions[name] = {k: self._transaction_version(table, k) for k in wanted}
+            self._txn.setdefault(name, {}).update(versions[name])
         return versions
+
+    def _transaction_version(self, table: DeltaTable, stream: int) -> int:
+        return table.transaction_version(app_id(self._stream_base + stream)) or 0
 
     def _track(self, name: str, table: DeltaTable) -> None:
         self._tables[name] = table
@@ -184,7 +202,10 @@ class DeltaWriter:
         # tables), and a lower version would make the next batch write those deliveries again.
         known = self._txn.setdefault(name, {})
         versions = {k: max(v, known.get(k, 0)) for k, v in versions.items()}
-        transactions = [Transaction(app_id(k), v) for k, v in sorted(versions.items())]
+        base = self._stream_base
+        transactions = [Transaction(app_id(base + k), v) for k, v in sorted(versions.items())]
+        if base:
+            rows = _shift_streams(rows, base)
         spec = ALL_SPECS[name]
         storage = self._storages[name]
         files = write_files(storage, rows, partition_by=spec.partition_by)
@@ -252,6 +273,12 @@ class DeltaWriter:
     def close(self) -> None:
         """Stop the commit threads."""
         self._pool.shutdown(wait=True)
+
+
+def _shift_streams(rows: pa.Table, base: int) -> pa.Table:
+    index = rows.schema.get_field_index("journal_stream")
+    shifted = pc.add(rows.column(index), pa.scalar(base, pa.int64()))
+    return rows.set_column(index, rows.field(index), shifted)
 
 
 def _discard(storage: TableStorage, files: list[DataFile]) -> None:

@@ -22,6 +22,7 @@ from ciolake.errors import StoreUnavailableError
 from ciolake.journal.records import highest_lsn
 from ciolake.journal.tail import JournalTail
 from ciolake.lake.maintenance import compact_closed_days
+from ciolake.lake.tables import ALL_SPECS, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
 from ciolake.metrics import Metrics
 from ciolake.runtime.launch import stream_directory
@@ -66,7 +67,12 @@ class Runtime:
             StoreUnavailableError: the tables are out of reach and there is no state yet.
         """
         settings = self.settings
-        self._writer = DeltaWriter(settings.tables_location)
+        receiver = settings.role == "receiver"
+        self._writer = DeltaWriter(
+            settings.tables_location,
+            names=(RAW_EVENTS,) if receiver else ALL_SPECS,
+            stream_base=settings.stream_base,
+        )
         self._dedup = DedupIndex(
             settings.dedup_path,
             window_days=settings.dedup_window_days,
@@ -89,10 +95,13 @@ class Runtime:
             clock=self._clock,
             on_applied=self._note_applied,
             lock=FileLock(commit_lock_path(settings.state_dir)),
+            writes="raw" if receiver else "all",
         )
         self.committer.start([], versions, streams=streams)
         self._start_thread(self._tail_loop, "ciolake-tail")
-        if settings.compact_interval_s > 0:
+        # Receivers sharing a lake leave compaction to the deriver: two compacting one table
+        # would only make each other's commits fail.
+        if settings.compact_interval_s > 0 and not receiver:
             self._start_thread(self._maintenance_loop, "ciolake-maintenance")
 
     def next_lsn(self, stream: int) -> int:
@@ -184,16 +193,7 @@ class Runtime:
         self.shared.commit_failures[0] = failures
 
     def _maintenance_loop(self) -> None:
-        lower_this_thread(self.settings.background_nice)
-        while not self._stop.wait(self.settings.compact_interval_s):
-            try:
-                compact_closed_days(
-                    self.settings.tables_location,
-                    now=self._clock(),
-                    retention_hours=self.settings.vacuum_retention_hours,
-                )
-            except Exception as exc:  # maintenance must never take the server down
-                logger.error("compaction failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        compact_until_stopped(self.settings, self._clock, self._stop)
 
     def close(self, *, deadline: float) -> bool:
         """Commit every journaled delivery (no intake writes any more), then stop.
@@ -227,6 +227,22 @@ class Runtime:
             if self.shared.backlog()[0] == 0 or not self.committer.alive:
                 return
             time.sleep(TAIL_INTERVAL_S)
+
+
+def compact_until_stopped(
+    settings: Settings, clock: Callable[[], float], stop: threading.Event
+) -> None:
+    """Compact the closed days of every table once per ``compact_interval_s`` until ``stop``."""
+    lower_this_thread(settings.background_nice)
+    while not stop.wait(settings.compact_interval_s):
+        try:
+            compact_closed_days(
+                settings.tables_location,
+                now=clock(),
+                retention_hours=settings.vacuum_retention_hours,
+            )
+        except Exception as exc:  # maintenance must never take the process down
+            logger.error("compaction failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 def note_commit_failure(settings: Settings, failure: str | None) -> None:
