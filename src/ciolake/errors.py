@@ -67,3 +67,7 @@ class TableUnreadableError(TerminalError):
 
 class StoreUnavailableError(TransientError):
     """The table store (object storage, a remote file system) cannot be reached right now."""
+
+
+class AnotherWriterError(TerminalError):
+    """Another process commits as the one writer these tables allow (a second deriver)."""

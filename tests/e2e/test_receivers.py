@@ -25,6 +25,7 @@ import pytest
 
 from ciolake.lake.tables import CHANNEL_TABLES
 from tests.e2e.clients import (
+    LOCAL,
     Lake,
     Tally,
     Target,
@@ -159,3 +160,48 @@ def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
         assert stored == {s.event_id for s in samples}
         streams = {row["journal_stream"] for row in rows(tmp_path, "raw_events", "journal_stream")}
         assert streams == {1000, 1001, 2000, 2001}
+
+
+def test_two_servers_with_one_receiver_id_stop_one_and_lose_nothing(tmp_path: Path) -> None:
+    """A copy-pasted configuration: two receivers with the same id on one lake. One stops
+    (exit 1, one log line naming the mistake) before either takes the other's deliveries for
+    its own; started again with an id of its own, it lands what it answered."""
+    env = {"CIOLAKE_TABLES_URI": str(tmp_path / "tables")}
+    samples = make_samples(1200, seed=404)
+    servers = [start_receiver(tmp_path / name, 1, env) for name in ("a", "b")]
+    targets = [Target(server) for server in servers]
+    tally = Tally()
+    deadline = time.monotonic() + 60
+    sent = 0
+    while all(s.process.poll() is None for s in servers):
+        assert time.monotonic() < deadline, "neither server noticed the other"
+        chunk = samples[sent : sent + 100]
+        if not chunk:
+            break
+        for thread in run_clients(targets[sent // 100 % 2], chunk, tally):
+            thread.join(timeout=60)
+        sent += len(chunk)
+    wait_for(lambda: any(s.process.poll() is not None for s in servers), 60, "one to stop")
+    stopped = next(s for s in servers if s.process.poll() is not None)
+    going = next(s for s in servers if s is not stopped)
+    assert stopped.process.wait() == 1, stopped.log()
+    errors = [line for line in stopped.log_lines() if line.get("level") == "error"]
+    assert any("give each server sharing tables its own --receiver-id" in e["msg"] for e in errors)
+
+    # Everything answered is still in the stopped one's journal: with an id of its own it
+    # lands it; the other never stopped.
+    args = ("--role", "receiver", "--receiver-id", "2")
+    restarted = start_server(stopped.data_dir, env=env, args=args)
+    for server in (restarted, going):
+        wait_until_committed(server, timeout=60)
+        assert server.stop(timeout=60) == 0
+    finished = subprocess.run(
+        derive_command(tmp_path / "deriver", "--once", "--tables-uri", env["CIOLAKE_TABLES_URI"]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    stored = check_tables(tmp_path, samples, tally, LOCAL)
+    assert stored >= set(tally.ok)

@@ -21,7 +21,7 @@ import pytest
 
 from ciolake.derive import python
 from ciolake.derive.python import is_stale, raw_records
-from ciolake.errors import ConfigurationError
+from ciolake.errors import AnotherWriterError, ConfigurationError
 from ciolake.lake.maintenance import compact_table
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES, QUARANTINE, RAW_SPEC
 from ciolake.metrics import Metrics
@@ -31,6 +31,11 @@ from tests.quirks import TOLERANCE_S, Rows, corpus, keyed, plain
 from tests.support import NOW, make_bodies, receive, table_rows
 
 MakeSettings = Callable[..., Settings]
+
+
+def deriver_clock() -> float:
+    # The deliveries' time: the dedup index forgets ids older than its window by this clock.
+    return NOW + 60
 
 
 def receivers(make_settings: MakeSettings, tables: Path) -> tuple[Settings, Settings]:
@@ -52,7 +57,7 @@ def derive_once(make_settings: MakeSettings, tables: Path, name: str = "deriver"
         tables_uri=str(tables),
         timestamp_tolerance_s=TOLERANCE_S,
     )
-    deriver = Deriver(settings, clock=time.time, metrics=Metrics())
+    deriver = Deriver(settings, clock=deriver_clock, metrics=Metrics())
     deriver.open()
     deriver.run(until_caught_up=True, on_progress=lambda _status: None)
     assert deriver.close(deadline=time.monotonic() + 60)
@@ -201,3 +206,37 @@ def test_versions_vacuumed_before_they_were_derived_stop_the_deriver_in_one_line
     assert "name data files that are gone" in errors[0]
     assert "ciolake replay" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_deriver_on_the_same_tables_stops_the_first_and_nothing_is_stored_twice(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    tables = tmp_path / "tables"
+    first, second = receivers(make_settings, tables)
+    bodies = make_bodies(90, seed=6)
+
+    def open_deriver(name: str) -> Deriver:
+        settings = make_settings(data_dir=tmp_path / name, tables_uri=str(tables))
+        deriver = Deriver(settings, clock=deriver_clock, metrics=Metrics())
+        deriver.open()
+        return deriver
+
+    def derive(deriver: Deriver) -> None:
+        deriver.run(until_caught_up=True, on_progress=lambda _status: None)
+
+    receive(first, [(b, False) for b in bodies[:30]])
+    older = open_deriver("older")
+    derive(older)
+    # A second deriver, by mistake, while the first still runs; it commits in its turn.
+    receive(second, [(b, False) for b in [*bodies[30:60], *bodies[:10]]])
+    newer = open_deriver("newer")
+    derive(newer)
+    # The first one's next commit meets the second one's: it stops, naming the mistake.
+    receive(first, [(b, False) for b in [*bodies[60:], *bodies[30:40]]])
+    with pytest.raises(AnotherWriterError, match="run one ciolake derive per lake"):
+        derive(older)
+    older.close(deadline=time.monotonic() + 10)
+    derive(newer)
+    assert newer.close(deadline=time.monotonic() + 60)
+    ids = channel_ids(derived_rows(tables))
+    assert len(ids) == len(set(ids)) == 90

@@ -24,6 +24,7 @@ from typing import Literal
 
 from ciolake.commit.dedup import DedupIndex, keep_from_day
 from ciolake.commit.pools import Item, Pool, SeenEntry, TablePools, applied_watermarks, tables_of
+from ciolake.errors import AnotherWriterError
 from ciolake.events.decode import Decoded, Quarantined, decode_event
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
@@ -144,6 +145,8 @@ class Committer:
         # Seen entries of committed rows that the dedup index has not recorded yet.
         self._unrecorded: list[SeenEntry] = []
         self.commits = 0
+        # Set when the thread stopped on an error a retry cannot get past.
+        self.fatal: Exception | None = None
         self.consecutive_failures = 0
         self.last_failure: str | None = None
 
@@ -318,6 +321,10 @@ class Committer:
                 break
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
                 self._note_failure(exc)
+                if isinstance(exc, AnotherWriterError):
+                    # Retrying would race the other writer; its owner decides (the deriver).
+                    self.fatal = exc
+                    return False
                 if self._stopping_now():
                     return False
                 time.sleep(delay)

@@ -13,6 +13,7 @@ one receiver's progress is never taken for another's.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ciolake.errors import TableWriteError
+from ciolake.errors import AnotherWriterError, TableWriteError
 from ciolake.lake.delta import DeltaTable, Transaction
 from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_tables, store_errors
@@ -89,17 +90,28 @@ class DeltaWriter:
         *,
         names: Iterable[str] = ALL_SPECS,
         stream_base: int = 0,
+        owner: str | None = None,
     ) -> None:
         """Args:
         tables_uri: where the tables live.
         names: the tables this writer creates, reads and appends to.
         stream_base: added to every journal stream number written (see the module).
+        owner: an app id the tables allow one writer at a time to commit as (one deriver
+            per lake, one server per receiver id): every commit carries it, with this
+            writer's instance number (drawn at random) as its version, so two writers
+            committing as one owner conflict (delta-rs's check of concurrent app
+            transactions), and the one that then finds another's number stops
+            (``AnotherWriterError``).
 
         Raises:
             InputError: ``tables_uri`` is malformed or of an unsupported scheme.
         """
         self._names = tuple(names)
         self._stream_base = stream_base
+        self._owner = owner
+        self._instance = secrets.randbelow(2**62) + 1
+        # Per table, the owner's instance number found at the first read (a writer before).
+        self._owner_at_start: dict[str, int | None] = {}
         self._location = parse_location(tables_uri)
         self._root = self._location.uri
         # The location's time limits, for every call on an object store.
@@ -142,8 +154,30 @@ class DeltaWriter:
                 table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
             self._track(name, table)
             versions[name] = {k: self._transaction_version(table, k) for k in wanted}
+            self._check_owner(name, table, versions[name])
             self._txn.setdefault(name, {}).update(versions[name])
         return versions
+
+    def _check_owner(self, name: str, table: DeltaTable, versions: Mapping[int, int]) -> None:
+        """Refuse to go on beside another writer of this owner (see ``owner``).
+
+        Another writer is there when the owner's transaction names a third instance (one
+        that started after this writer), or when a stream this writer commits moved past
+        what this writer knows while the last owner to commit was not this writer (a commit
+        of this writer's that landed although it failed moves it too, under its own number).
+        """
+        if self._owner is None:
+            return
+        owner = table.transaction_version(self._owner)
+        found = self._owner_at_start.setdefault(name, owner)
+        known = self._txn.get(name, {})
+        moved = any(v > known[k] for k, v in versions.items() if k in known)
+        if owner not in (found, self._instance) or (moved and owner != self._instance):
+            raise AnotherWriterError(
+                f"another process commits to {self.table_uri(name)} as {self._owner};"
+                " this one stops committing (what it has not committed stays where it was"
+                " read from)"
+            )
 
     def _transaction_version(self, table: DeltaTable, stream: int) -> int:
         return table.transaction_version(app_id(self._stream_base + stream)) or 0
@@ -204,6 +238,8 @@ class DeltaWriter:
         versions = {k: max(v, known.get(k, 0)) for k, v in versions.items()}
         base = self._stream_base
         transactions = [Transaction(app_id(base + k), v) for k, v in sorted(versions.items())]
+        if self._owner is not None:
+            transactions.append(Transaction(self._owner, self._instance))
         if base:
             rows = _shift_streams(rows, base)
         spec = ALL_SPECS[name]

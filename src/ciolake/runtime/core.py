@@ -72,6 +72,7 @@ class Runtime:
             settings.tables_location,
             names=(RAW_EVENTS,) if receiver else ALL_SPECS,
             stream_base=settings.stream_base,
+            owner=f"ciolake-receiver-{settings.receiver_id}",
         )
         self._dedup = DedupIndex(
             settings.dedup_path,

@@ -29,7 +29,7 @@ import pyarrow as pa
 from ciolake.commit.committer import Committer, CommitterConfig
 from ciolake.commit.dedup import DedupIndex
 from ciolake.derive.python import is_stale, raw_records
-from ciolake.errors import TransientError
+from ciolake.errors import AnotherWriterError, TransientError
 from ciolake.journal.records import FLAG_STALE, JournalRecord
 from ciolake.lake.changes import VERSION_COLUMN, added_rows, latest_version
 from ciolake.lake.location import parse_location
@@ -42,6 +42,8 @@ from ciolake.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# One deriver per lake: of two, one stops (``DeltaWriter``'s owner).
+DERIVER_OWNER = "ciolake-deriver"
 DERIVED_TABLES = tuple(name for name in ALL_SPECS if name != RAW_EVENTS)
 # Versions read at a time: a receiver's version holds at most a grown batch's bodies.
 VERSIONS_PER_READ = 8
@@ -99,7 +101,9 @@ class Deriver:
             StoreUnavailableError: the tables are out of reach.
         """
         settings = self.settings
-        self._writer = DeltaWriter(settings.tables_location, names=DERIVED_TABLES)
+        self._writer = DeltaWriter(
+            settings.tables_location, names=DERIVED_TABLES, owner=DERIVER_OWNER
+        )
         self._dedup = DedupIndex(
             settings.dedup_path,
             window_days=settings.dedup_window_days,
@@ -163,18 +167,23 @@ class Deriver:
         return last - first + 1
 
     def run(self, *, until_caught_up: bool, on_progress: Callable[[DeriverStatus], None]) -> None:
-        """Derive until ``stop`` is called, or (``until_caught_up``) until every version
-        there was at the last look has been committed.
+        """Derive until ``stop`` is called, or (``until_caught_up``) until every delivery of
+        the versions there were at the last look has been committed.
 
         Raises:
             ChangesGoneError, TableUnreadableError: as ``step``.
+            AnotherWriterError: a second deriver commits to the same tables.
         """
         while not self._stop.is_set():
+            if self.committer.fatal is not None:
+                raise AnotherWriterError(
+                    f"{self.committer.fatal}: run one ciolake derive per lake"
+                ) from self.committer.fatal
             read = self._step_or_wait()
             status = self.status()
             on_progress(status)
             logger.debug("derive status", extra=dataclasses.asdict(status))
-            if until_caught_up and not read and status.read_version >= status.latest_version:
+            if until_caught_up and not read and _caught_up(status):
                 return
             if not read:
                 self._stop.wait(self.settings.flush_interval_s)
@@ -238,6 +247,10 @@ class Deriver:
 
     def _covered(self, version: _Version) -> bool:
         return all(self._applied.get(k, 0) >= lsn for k, lsn in version.last_lsns.items())
+
+
+def _caught_up(status: DeriverStatus) -> bool:
+    return status.read_version >= status.latest_version and status.backlog == 0
 
 
 def deliveries(rows: pa.Table, *, tolerance_s: int) -> list[JournalRecord]:

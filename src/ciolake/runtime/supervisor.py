@@ -57,6 +57,7 @@ class Supervisor:
         self._clock = clock
         self._stop = threading.Event()
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._exit_code = 0
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; return the exit code."""
@@ -140,6 +141,18 @@ class Supervisor:
             for stream, process in list(self._processes.items()):
                 if process.poll() is not None:
                     self._restart(stream, process)
+            if (fatal := self.runtime.committer.fatal) is not None:
+                self._stop_for(fatal)
+
+    def _stop_for(self, fatal: Exception) -> None:
+        """Stop serving: the committer cannot go on (its deliveries stay in the journal)."""
+        logger.error(
+            "stopping: another ciolake serve commits with this receiver id; give each"
+            " server sharing tables its own --receiver-id (docs/scaling.md)",
+            extra={"error": str(fatal), "receiver_id": self.settings.receiver_id},
+        )
+        self._exit_code = 1
+        self._stop.set()
 
     def _restart(self, stream: int, process: subprocess.Popen[bytes]) -> None:
         logger.error(
@@ -167,7 +180,7 @@ class Supervisor:
             "committer stopped",
             extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
         )
-        return 0
+        return self._exit_code
 
 
 def exec_supervisor(settings: Settings) -> NoReturn:
