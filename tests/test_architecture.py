@@ -66,6 +66,7 @@ def within(module: str, *rooms: str) -> bool:
         ("obstore", ("ciolake.lake.storage",)),
         ("duckdb", ("ciolake.analytics.duck",)),
         ("pyspark", ("ciolake.derive.spark_job",)),
+        ("databricks.sdk", ("ciolake.databricks.workspace",)),
         ("httpx", ("ciolake.customerio", "ciolake.checks")),
     ],
 )

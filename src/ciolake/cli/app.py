@@ -9,6 +9,7 @@ from ciolake.cli import (
     check,
     compact,
     dashboard,
+    databricks,
     derive,
     replay,
     report,
@@ -37,6 +38,7 @@ app.command("replay")(replay.replay)
 app.command("compact")(compact.compact)
 app.command("derive")(derive.derive)
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(databricks.app, name="databricks")
 app.command("check")(check.check)
 app.command("views")(views.views)
 app.command("simulate")(simulate.simulate)

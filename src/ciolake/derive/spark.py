@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from ciolake.derive.dialects import SparkDialect
-from ciolake.derive.sql import OUTPUTS, derived_sql, output_sql
+from ciolake.derive.sql import OUTPUTS, derived_sql, output_sql, quote
 from ciolake.lake.tables import TableSpec
 
 SPARK = SparkDialect()
@@ -74,9 +74,19 @@ def delta_path(location: str) -> str:
 
 def table_ddl(spec: TableSpec, location: str) -> str:
     """``CREATE TABLE IF NOT EXISTS`` of a ciolake table at ``location`` (a Delta path)."""
+    return f"CREATE TABLE IF NOT EXISTS {delta_path(location)} {_definition(spec)}"
+
+
+def external_table_ddl(spec: TableSpec, *, name: str, location: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of a ciolake table registered as ``name`` (an external
+    table of a catalog, e.g. Unity Catalog's ``catalog.schema.table``) at ``location``."""
+    return f"CREATE TABLE IF NOT EXISTS {name} {_definition(spec)} LOCATION {quote(location)}"
+
+
+def _definition(spec: TableSpec) -> str:
     columns = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in spec.schema)
     properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.items())
     return (
-        f"CREATE TABLE IF NOT EXISTS {delta_path(location)} ({columns}) USING DELTA"
-        f" PARTITIONED BY (`{spec.partition_by}`) TBLPROPERTIES ({properties})"
+        f"({columns}) USING DELTA PARTITIONED BY (`{spec.partition_by}`)"
+        f" TBLPROPERTIES ({properties})"
     )

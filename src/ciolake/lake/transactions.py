@@ -44,6 +44,10 @@ _FEATURE_PROPERTIES = {
 }
 
 
+# The same, by the name Spark gives each feature (``DESCRIBE DETAIL``'s ``tableFeatures``).
+REFUSED_FEATURES: dict[str, str] = dict(_FEATURE_PROPERTIES.values())
+
+
 # delta-rs cleans expired log files after every commit by default, listing the whole log
 # each time: at 1,000 versions that tripled a commit's cost. The hourly maintenance cleans
 # them instead (lake/maintenance.py); checkpoints stay with the commits.

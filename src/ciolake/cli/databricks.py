@@ -1,0 +1,72 @@
+"""``ciolake databricks``: ciolake's tables and views in a Databricks workspace's Unity Catalog."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ciolake.errors import ConfigurationError
+
+app = typer.Typer(
+    help="ciolake in Databricks: Unity Catalog tables and views through a SQL warehouse.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@app.command("setup")
+def setup(
+    catalog: Annotated[str, typer.Option(help="Unity Catalog catalog of the tables.")],
+    schema: Annotated[str, typer.Option(help="Schema in the catalog (created if missing).")],
+    location: Annotated[
+        str,
+        typer.Option(
+            help="Where the tables live (s3://, abfss:// or gs://, under an external location"
+            " of the metastore): each table at <location>/<table>, as --tables-uri gives"
+            " ciolake."
+        ),
+    ],
+    warehouse_id: Annotated[
+        str | None,
+        typer.Option(help="SQL warehouse that runs the statements [env DATABRICKS_WAREHOUSE_ID]."),
+    ] = None,
+) -> None:
+    """Create ciolake's tables as Unity Catalog external tables and its views; idempotent.
+
+    Signs in as a service principal (OAuth machine-to-machine): DATABRICKS_HOST,
+    DATABRICKS_CLIENT_ID, DATABRICKS_CLIENT_SECRET. An existing table is checked, not changed:
+    one at another location, or with a feature ciolake's writer (delta-rs) cannot write, stops
+    the setup before anything is created, with the statements that would fix it.
+    """
+    from ciolake.databricks import setup as tables  # noqa: PLC0415
+    from ciolake.databricks import workspace  # noqa: PLC0415
+    from ciolake.lake.location import parse_location  # noqa: PLC0415
+
+    parse_location(location)
+    warehouse = workspace.connect(
+        host=_required(workspace.HOST_ENV),
+        client_id=_required(workspace.CLIENT_ID_ENV),
+        client_secret=_required(workspace.CLIENT_SECRET_ENV),
+        warehouse_id=warehouse_id or _required(workspace.WAREHOUSE_ENV, "--warehouse-id"),
+    )
+    console = Console(stderr=True)
+    with console.status("setting up"):
+        steps = tables.setup(warehouse, catalog=catalog, schema=schema, location=location)
+    summary = Table(title=f"ciolake in {catalog}.{schema} (tables under {location})")
+    for column in ("what", "name", "done"):
+        summary.add_column(column)
+    for step in steps:
+        summary.add_row(step.kind, step.name, step.action)
+    Console().print(summary)
+
+
+def _required(env: str, flag: str | None = None) -> str:
+    value = os.environ.get(env, "").strip()
+    if not value:
+        where = f"{flag} or {env}" if flag else env
+        raise ConfigurationError(f"ciolake databricks setup needs {where}")
+    return value

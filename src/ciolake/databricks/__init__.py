@@ -1,0 +1,1 @@
+"""Databricks: Unity Catalog tables and views through the SQL Statement Execution API."""

@@ -1,0 +1,148 @@
+"""`ciolake databricks setup` against a fake workspace (tests/fakes/databricks.py): OAuth for a
+service principal and the SQL Statement Execution API over a real socket, the statements run
+by a local Spark session standing in for the SQL warehouse (its catalog, ``spark_catalog``,
+for Unity Catalog's)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ciolake.analytics.views import view_names
+from ciolake.lake.tables import ALL_SPECS
+from tests.fakes.databricks import Execute, FakeWorkspace, fake_workspace
+from tests.support import make_bodies, make_settings, receive
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+pytestmark = pytest.mark.spark
+
+CATALOG = "spark_catalog"
+SCHEMA = "ciolake_uc"
+
+
+def _text(value: Any) -> str | None:
+    """A value as the Statement Execution API's JSON_ARRAY format gives it: text, and complex
+    values as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def spark_warehouse(spark: SparkSession) -> Execute:
+    def execute(statement: str) -> tuple[list[str], list[list[str | None]]]:
+        frame = spark.sql(statement)
+        return frame.columns, [[_text(v) for v in row] for row in frame.collect()]
+
+    return execute
+
+
+@pytest.fixture
+def workspace(spark: SparkSession) -> Iterator[FakeWorkspace]:
+    with fake_workspace(spark_warehouse(spark)) as fake:
+        yield fake
+    spark.sql(f"DROP SCHEMA IF EXISTS {CATALOG}.{SCHEMA} CASCADE")
+
+
+def run_setup(
+    workspace: FakeWorkspace, location: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "ciolake", "databricks", "setup", "--catalog", CATALOG]
+    command += ["--schema", SCHEMA, "--location", str(location)]
+    environment = {
+        **os.environ,
+        "DATABRICKS_HOST": workspace.url,
+        "DATABRICKS_CLIENT_ID": workspace.client_id,
+        "DATABRICKS_CLIENT_SECRET": workspace.client_secret,
+        "DATABRICKS_WAREHOUSE_ID": workspace.warehouse_id,
+        **env,
+    }
+    return subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_setup_creates_the_tables_and_views_once_and_ciolake_writes_them(
+    spark: SparkSession, workspace: FakeWorkspace, tmp_path: Path
+) -> None:
+    location = tmp_path / "lake"
+    first = run_setup(workspace, location)
+    assert first.returncode == 0, first.stderr
+    assert workspace.tokens_issued >= 1
+    created = [s for s in workspace.statements if s.startswith("CREATE TABLE IF NOT EXISTS")]
+    assert len(created) == len(ALL_SPECS)
+    assert all("'delta.enableDeletionVectors' = 'false'" in s for s in created)
+    for name in ALL_SPECS:
+        assert f"{CATALOG}.{SCHEMA}.{name}" in first.stdout
+        assert (location / name / "_delta_log").is_dir()
+    assert first.stdout.count("created") == len(ALL_SPECS)
+    assert first.stdout.count("replaced") == len(view_names())
+
+    # ciolake's writer takes the tables Spark created as its own, and Spark reads its rows.
+    settings = make_settings(tmp_path / "ciolake", tables_uri=str(location))
+    receive(settings, [(body, False) for body in make_bodies(40, seed=8)])
+    channel = sum(
+        spark.sql(f"SELECT * FROM {CATALOG}.{SCHEMA}.{name}").count()
+        for name in ALL_SPECS
+        if name.endswith("_events") and name != "raw_events"
+    )
+    assert channel == 40
+    views = spark.sql(f"SHOW VIEWS IN {CATALOG}.{SCHEMA}").collect()
+    assert {row["viewName"] for row in views} == set(view_names())
+
+    # Again: every table checked, none created, the views replaced.
+    before = len(workspace.statements)
+    again = run_setup(workspace, location)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("checked") == len(ALL_SPECS)
+    assert not any(s.startswith("CREATE TABLE") for s in workspace.statements[before:])
+
+
+def test_a_table_delta_rs_cannot_write_stops_the_setup_with_the_fix(
+    spark: SparkSession, workspace: FakeWorkspace, tmp_path: Path
+) -> None:
+    location = tmp_path / "lake"
+    assert run_setup(workspace, location).returncode == 0
+    spark.sql(
+        f"ALTER TABLE {CATALOG}.{SCHEMA}.quarantine"
+        " SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+    )
+    refused = run_setup(workspace, location)
+    assert refused.returncode == 1, refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, refused.stderr
+    assert f"{CATALOG}.{SCHEMA}.quarantine has features delta-rs cannot write" in errors[0]
+    assert "SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')" in errors[0]
+    assert "DROP FEATURE deletionVectors" in errors[0]
+
+    elsewhere = run_setup(workspace, tmp_path / "other")
+    assert elsewhere.returncode == 1
+    assert "is at " in elsewhere.stderr
+    assert "nothing was created" in elsewhere.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_wrong_credentials_and_missing_settings_are_one_line(
+    workspace: FakeWorkspace, tmp_path: Path
+) -> None:
+    wrong = run_setup(workspace, tmp_path / "lake", DATABRICKS_CLIENT_SECRET="not-the-secret")
+    assert wrong.returncode == 1, wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].startswith("error: cannot use the Databricks")
+    assert "Traceback" not in wrong.stderr
+    assert workspace.statements == []
+    missing = run_setup(workspace, tmp_path / "lake", DATABRICKS_WAREHOUSE_ID="")
+    assert missing.returncode == 2
+    assert "needs --warehouse-id or DATABRICKS_WAREHOUSE_ID" in missing.stderr
