@@ -322,7 +322,8 @@ class Committer:
             except Exception as exc:  # Delta, SQLite and OS errors alike are retried
                 self._note_failure(exc)
                 if isinstance(exc, AnotherWriterError):
-                    # Retrying would race the other writer; its owner decides (the deriver).
+                    # Retrying would race the other writer: the process stops (the
+                    # deriver's run, the supervisor's watch); the journal keeps the rest.
                     self.fatal = exc
                     return False
                 if self._stopping_now():
