@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,25 @@ class DeriverProcess:
         return self.log_path.read_text(errors="replace")
 
 
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Every process a test starts; those still running at its end (a failed test) are killed."""
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            # A server's workers die with their supervisor.
+            process.kill()
+            process.wait(timeout=30)
+
+
 def derive_command(data_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ciolake", "derive", "--data-dir", str(data_dir), *extra]
 
 
-def start_deriver(data_dir: Path, env: Mapping[str, str]) -> DeriverProcess:
+def start_deriver(
+    data_dir: Path, env: Mapping[str, str], started: list[subprocess.Popen[bytes]]
+) -> DeriverProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"derive-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
@@ -82,12 +96,22 @@ def start_deriver(data_dir: Path, env: Mapping[str, str]) -> DeriverProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    started.append(process)
     return DeriverProcess(process, log_path)
 
 
-def start_receiver(tmp_path: Path, number: int, env: Mapping[str, str]) -> ServerProcess:
+def start_receiver(
+    directory: Path,
+    number: int,
+    env: Mapping[str, str],
+    started: list[subprocess.Popen[bytes]],
+    data_dir: Path | None = None,
+) -> ServerProcess:
+    """A receiver numbered ``number``, in ``directory / receiver-<number>`` or ``data_dir``."""
     args = ("--role", "receiver", "--receiver-id", str(number))
-    return start_server(tmp_path / f"receiver-{number}", env=env, args=args)
+    server = start_server(data_dir or directory / f"receiver-{number}", env=env, args=args)
+    started.append(server.process)
+    return server
 
 
 def derived_commits(s3: S3Server) -> int:
@@ -97,7 +121,7 @@ def derived_commits(s3: S3Server) -> int:
 
 
 def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
-    tmp_path: Path,
+    tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
     samples = make_samples(1600, seed=303)
     deadline = time.monotonic() + 90
@@ -109,9 +133,9 @@ def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
             return s3_table_rows(s3, f"{uri}/{table}", columns)
 
         lake = Lake(env, rows)
-        first = Target(start_receiver(tmp_path, 1, env))
-        second = Target(start_receiver(tmp_path, 2, env))
-        deriver = start_deriver(tmp_path / "deriver", env)
+        first = Target(start_receiver(tmp_path, 1, env, started))
+        second = Target(start_receiver(tmp_path, 2, env, started))
+        deriver = start_deriver(tmp_path / "deriver", env, started)
         tally_first, tally_second = Tally(), Tally()
         threads = run_clients(first, samples[0::2], tally_first)
         threads += run_clients(second, samples[1::2], tally_second)
@@ -125,7 +149,7 @@ def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
         assert len(samples) // 5 <= acknowledged < len(samples) // 2, "not killed mid-stream"
         assert set(tally_first.statuses) <= {200, None}, tally_first.statuses
 
-        first.server = start_receiver(tmp_path, 1, env)
+        first.server = start_receiver(tmp_path, 1, env, started)
         # Customer.io retries every request that was not answered 200; here every one of
         # them, at the other receiver. Meanwhile the deriver is killed once it has committed.
         retries = Tally()
@@ -133,7 +157,7 @@ def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
         wait_for(lambda: derived_commits(s3) > 0, 60, "the deriver's first commit")
         deriver.kill()
         killed_at = derived_commits(s3)
-        deriver = start_deriver(tmp_path / "deriver", env)
+        deriver = start_deriver(tmp_path / "deriver", env, started)
         for thread in threads:
             thread.join(timeout=60)
         assert retries.statuses == Counter({200: len(samples)})
@@ -162,13 +186,15 @@ def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
         assert streams == {1000, 1001, 2000, 2001}
 
 
-def test_two_servers_with_one_receiver_id_stop_one_and_lose_nothing(tmp_path: Path) -> None:
+def test_two_servers_with_one_receiver_id_stop_one_and_lose_nothing(
+    tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
     """A copy-pasted configuration: two receivers with the same id on one lake. One stops
     (exit 1, one log line naming the mistake) before either takes the other's deliveries for
     its own; started again with an id of its own, it lands what it answered."""
     env = {"CIOLAKE_TABLES_URI": str(tmp_path / "tables")}
     samples = make_samples(1200, seed=404)
-    servers = [start_receiver(tmp_path / name, 1, env) for name in ("a", "b")]
+    servers = [start_receiver(tmp_path / name, 1, env, started) for name in ("a", "b")]
     targets = [Target(server) for server in servers]
     tally = Tally()
     deadline = time.monotonic() + 60
@@ -190,8 +216,7 @@ def test_two_servers_with_one_receiver_id_stop_one_and_lose_nothing(tmp_path: Pa
 
     # Everything answered is still in the stopped one's journal: with an id of its own it
     # lands it; the other never stopped.
-    args = ("--role", "receiver", "--receiver-id", "2")
-    restarted = start_server(stopped.data_dir, env=env, args=args)
+    restarted = start_receiver(tmp_path, 2, env, started, data_dir=stopped.data_dir)
     for server in (restarted, going):
         wait_until_committed(server, timeout=60)
         assert server.stop(timeout=60) == 0
