@@ -35,9 +35,9 @@ from bench.load import LoadResult, LoadSpec, run_wrk
 from bench.measure import ciolake_tables, wait_for_drain
 from bench.mix import EventSource
 from bench.progress import say
+from bench.reader import delta_reader, scan
 from bench.reqfiles import RequestPool
 from bench.servers import REPO_ROOT, ManagedServer, ciolake_server
-from ciolake.analytics.duck import delta_connection
 from ciolake.lake.tables import CHANNEL_TABLES
 
 DRAIN_TIMEOUT_S = 600.0
@@ -187,19 +187,17 @@ def _new_pool(directory: Path, number: int, args: argparse.Namespace, rate: floa
 def check_exactly_once(tables: Path) -> dict[str, int]:
     """Events in raw_events, rows in the channel tables and the quarantine, and channel rows
     of an event stored twice (must be 0), read with DuckDB."""
-    connection = delta_connection()
-
-    def scan(name: str) -> str:
-        return f"delta_scan('{tables / name}')"
-
-    channels = " UNION ALL ".join(f"SELECT event_id FROM {scan(n)}" for n in CHANNEL_TABLES)
+    connection = delta_reader()
+    channels = " UNION ALL ".join(
+        f"SELECT event_id FROM {scan(str(tables / name))}" for name in CHANNEL_TABLES
+    )
     (raw_events,) = connection.execute(
-        f"SELECT count(DISTINCT event_id) FROM {scan('raw_events')}"
+        f"SELECT count(DISTINCT event_id) FROM {scan(str(tables / 'raw_events'))}"
     ).fetchone() or (0,)
     (rows, events) = connection.execute(
         f"SELECT count(*), count(DISTINCT event_id) FROM ({channels})"
     ).fetchone() or (0, 0)
-    quarantine = f"SELECT count(*) FROM {scan('quarantine')}"
+    quarantine = f"SELECT count(*) FROM {scan(str(tables / 'quarantine'))}"
     (quarantined,) = connection.execute(quarantine).fetchone() or (0,)
     return {
         "raw_events": int(raw_events),

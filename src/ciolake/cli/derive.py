@@ -12,7 +12,7 @@ from rich.console import Console
 
 from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.errors import InputError
-from ciolake.lake.changes import latest_version
+from ciolake.lake.changes import TableChanges
 from ciolake.lake.location import parse_location
 from ciolake.lake.tables import RAW_EVENTS
 from ciolake.logs import configure_logging
@@ -48,7 +48,7 @@ def derive(
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri, log_level=log_level)
     configure_logging(settings.log_level)
     location = parse_location(settings.tables_location)
-    if latest_version(location, RAW_EVENTS) < 0:
+    if TableChanges(location, RAW_EVENTS).latest_version() < 0:
         raise InputError(
             f"no raw_events table under {location.uri} yet: start the receivers first"
             " (ciolake serve --role receiver), or check --tables-uri"

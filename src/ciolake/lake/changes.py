@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ciolake.errors import StoreUnavailableError, TerminalError
+from ciolake.lake.delta import DeltaTable
 from ciolake.lake.health import open_table, store_errors, translated
 from ciolake.lake.location import TablesLocation
 from ciolake.lake.table_files import TableFiles
@@ -28,36 +29,49 @@ class ChangesGoneError(TerminalError):
     """The data files of versions not read yet were deleted (vacuumed) meanwhile."""
 
 
-def latest_version(location: TablesLocation, name: str) -> int:
-    """Table ``name``'s latest version, or -1 if it does not exist yet.
+class TableChanges:
+    """Table ``name`` under ``location``, followed version by version: its log is read once,
+    then only the commits added since (the deriver looks every flush interval)."""
 
-    Raises:
-        TableUnreadableError, StoreUnavailableError: as ``health.open_table``.
-    """
-    table = open_table(location, name)
-    return -1 if table is None else table.version()
+    def __init__(self, location: TablesLocation, name: str) -> None:
+        self.location = location
+        self.name = name
+        self._table: DeltaTable | None = None
 
+    def latest_version(self) -> int:
+        """The table's latest version, or -1 if it does not exist yet.
 
-def added_rows(location: TablesLocation, name: str, *, first: int, last: int) -> pa.Table:
-    """The rows that versions ``first`` to ``last`` (inclusive) of table ``name`` added, with
-    the version that added each (``_commit_version``), in version order.
+        Raises:
+            TableUnreadableError, StoreUnavailableError: as ``health.open_table``.
+        """
+        if self._table is None:
+            self._table = open_table(self.location, self.name)
+        else:
+            with store_errors(self.location, self.name):
+                self._table.update_incremental()
+        return -1 if self._table is None else self._table.version()
 
-    Raises:
-        ChangesGoneError: some of those versions' data files are gone.
-        TableUnreadableError, StoreUnavailableError: as ``health.open_table``.
-    """
-    schema = ALL_SPECS[name].schema.append(pa.field(VERSION_COLUMN, pa.int64()))
-    parts = []
-    if first == 0:
-        # Version 0 creates the table; the reader refuses it unless the change data feed was
-        # on from the start, and whatever it holds is all that table had then.
-        parts.append(_created_rows(location, name, schema))
-        first = 1
-    if first <= last:
-        parts.append(_changes(location, name, first, last, schema))
-    if not parts:
-        return schema.empty_table()
-    return pa.concat_tables(parts).sort_by(VERSION_COLUMN)
+    def added_rows(self, *, first: int, last: int) -> pa.Table:
+        """The rows that versions ``first`` to ``last`` (inclusive, at most the latest
+        version seen) added, with the version that added each (``_commit_version``), in
+        version order.
+
+        Raises:
+            ChangesGoneError: some of those versions' data files are gone.
+            TableUnreadableError, StoreUnavailableError: as ``health.open_table``.
+        """
+        schema = ALL_SPECS[self.name].schema.append(pa.field(VERSION_COLUMN, pa.int64()))
+        parts = []
+        if first == 0:
+            # Version 0 creates the table; the reader refuses it unless the change data feed
+            # was on from the start, and whatever it holds is all that table had then.
+            parts.append(_created_rows(self.location, self.name, schema))
+            first = 1
+        if first <= last and self._table is not None:
+            parts.append(_changes(self._table, self.location, self.name, (first, last), schema))
+        if not parts:
+            return schema.empty_table()
+        return pa.concat_tables(parts).sort_by(VERSION_COLUMN)
 
 
 def _created_rows(location: TablesLocation, name: str, schema: pa.Schema) -> pa.Table:
@@ -67,11 +81,13 @@ def _created_rows(location: TablesLocation, name: str, schema: pa.Schema) -> pa.
 
 
 def _changes(
-    location: TablesLocation, name: str, first: int, last: int, schema: pa.Schema
+    table: DeltaTable,
+    location: TablesLocation,
+    name: str,
+    versions: tuple[int, int],
+    schema: pa.Schema,
 ) -> pa.Table:
-    table = open_table(location, name)
-    if table is None:
-        return schema.empty_table()
+    first, last = versions
     try:
         with store_errors(location, name):
             reader = table.load_cdf(
@@ -83,7 +99,7 @@ def _changes(
     except StoreUnavailableError:
         raise
     except Exception as exc:  # delta-rs raises plain Exceptions from its Arrow stream
-        raise _gone_or(location, name, (first, last), exc) from exc
+        raise _gone_or(location, name, versions, exc) from exc
     # The reader gives string_view columns, which pyarrow's kernels do not all take.
     kinds = changes.column(_CHANGE_COLUMN).cast(pa.string())
     typed = changes.select(schema.names).cast(schema)

@@ -31,9 +31,9 @@ SUPPORTED = "a local path, file:///path, " + ", ".join(REMOTE_SCHEMES.values())
 
 # Client options of object_store (ClientConfigKey) and delta-rs's retry options. A request
 # that gets no answer gives up after the request timeout (``settings.read_store_timeout``); a
-# failed one is retried (connection reset, 503) only while
-# RETRY_TIMEOUT_S has not passed since the first attempt, so an endpoint that never answers
-# costs one request timeout, not delta-rs's default of 10 retries.
+# failed one is retried (connection reset, 503) only while RETRY_TIMEOUT_S has not passed since
+# the first attempt, so an endpoint that never answers costs one request timeout, not
+# delta-rs's default of 10 retries.
 CONNECT_TIMEOUT_S = 5.0
 RETRY_TIMEOUT_S = 10.0
 MAX_RETRIES = "3"

@@ -31,7 +31,7 @@ from ciolake.commit.dedup import DedupIndex
 from ciolake.derive.python import is_stale, raw_records
 from ciolake.errors import AnotherWriterError, TransientError
 from ciolake.journal.records import FLAG_STALE, JournalRecord
-from ciolake.lake.changes import VERSION_COLUMN, added_rows, latest_version
+from ciolake.lake.changes import VERSION_COLUMN, TableChanges
 from ciolake.lake.location import parse_location
 from ciolake.lake.tables import ALL_SPECS, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
@@ -85,7 +85,7 @@ class Deriver:
         self.settings = settings
         self._clock = clock
         self._metrics = metrics
-        self._location = parse_location(settings.tables_location)
+        self._raw_events = TableChanges(parse_location(settings.tables_location), RAW_EVENTS)
         self._pending: deque[_Version] = deque()
         self._applied: dict[int, int] = {}
         self._guard = threading.Lock()
@@ -152,12 +152,12 @@ class Deriver:
         room = _READ_AHEAD_BATCHES * self.committer.batch_max_bytes() - self.committer.backlog()[1]
         if room <= 0:
             return 0
-        self._latest = latest_version(self._location, RAW_EVENTS)
+        self._latest = self._raw_events.latest_version()
         first = self.read_version + 1
         last = min(self._latest, self.read_version + VERSIONS_PER_READ)
         if first > last:
             return 0
-        rows = added_rows(self._location, RAW_EVENTS, first=first, last=last)
+        rows = self._raw_events.added_rows(first=first, last=last)
         records = deliveries(rows, tolerance_s=self.settings.timestamp_tolerance_s)
         with self._guard:
             self._pending.extend(_versions_read(rows, first, last))
