@@ -96,7 +96,7 @@ def repost_everything(
 @pytest.mark.timeout(120)
 def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path, lake: Lake) -> None:
     data_dir = tmp_path / "data"
-    samples = make_samples(3000, seed=101)
+    samples = make_samples(2000, seed=101)
     deadline = time.monotonic() + 40
     exit_codes: list[int] = []
 
@@ -131,7 +131,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path, lake: Lak
 
 def test_repeated_kill_9_while_posting(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    samples = make_samples(2500, seed=202)
+    samples = make_samples(1800, seed=202)
     deadline = time.monotonic() + 45
     exit_codes: list[int] = []
 

@@ -123,7 +123,7 @@ def derived_commits(s3: S3Server) -> int:
 def test_two_receivers_and_a_deriver_on_s3_store_each_answered_event_once(
     tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    samples = make_samples(1600, seed=303)
+    samples = make_samples(1200, seed=303)
     deadline = time.monotonic() + 90
     with s3_server() as s3:
         uri = f"s3://{s3.bucket}/tables"
@@ -193,7 +193,7 @@ def test_two_servers_with_one_receiver_id_stop_one_and_lose_nothing(
     (exit 1, one log line naming the mistake) before either takes the other's deliveries for
     its own; started again with an id of its own, it lands what it answered."""
     env = {"CIOLAKE_TABLES_URI": str(tmp_path / "tables")}
-    samples = make_samples(1200, seed=404)
+    samples = make_samples(900, seed=404)
     servers = [start_receiver(tmp_path / name, 1, env, started) for name in ("a", "b")]
     targets = [Target(server) for server in servers]
     tally = Tally()

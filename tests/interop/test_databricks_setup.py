@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ciolake.analytics.views import view_names
+from ciolake.derive.spark import external_table_ddl
 from ciolake.lake.tables import ALL_SPECS
 from tests.fakes.databricks import Execute, FakeWorkspace, fake_workspace
 from tests.support import make_bodies, make_settings, receive
@@ -115,10 +116,16 @@ def test_a_table_delta_rs_cannot_write_stops_the_setup_with_the_fix(
     spark: SparkSession, workspace: FakeWorkspace, tmp_path: Path
 ) -> None:
     location = tmp_path / "lake"
-    assert run_setup(workspace, location).returncode == 0
+    # One table there already, as a setup (or a user) made it; then deletion vectors turned on.
+    quarantine = f"{CATALOG}.{SCHEMA}.quarantine"
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{SCHEMA}")
     spark.sql(
-        f"ALTER TABLE {CATALOG}.{SCHEMA}.quarantine"
-        " SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+        external_table_ddl(
+            ALL_SPECS["quarantine"], name=quarantine, location=str(location / "quarantine")
+        )
+    )
+    spark.sql(
+        f"ALTER TABLE {quarantine} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
     )
     refused = run_setup(workspace, location)
     assert refused.returncode == 1, refused.stderr
@@ -133,6 +140,9 @@ def test_a_table_delta_rs_cannot_write_stops_the_setup_with_the_fix(
     assert "is at " in elsewhere.stderr
     assert "nothing was created" in elsewhere.stderr
     assert not (tmp_path / "other").exists()
+    tables = spark.sql(f"SHOW TABLES IN {CATALOG}.{SCHEMA}").collect()
+    made = [row["tableName"] for row in tables if not row["isTemporary"]]
+    assert made == ["quarantine"], "the refused setups made nothing"
 
 
 def test_wrong_credentials_and_missing_settings_are_one_line(

@@ -10,12 +10,17 @@ delivery), quarantine records by an append with Delta's idempotent-write options
 (``txnAppId``, ``txnVersion`` = the batch id). Run it with ``spark-submit`` or as a Databricks
 job; missing target tables are created with ciolake's schemas, writable by delta-rs (no
 deletion vectors, no row tracking, no in-commit timestamps).
+
+``ciolake-spark views`` creates (or replaces) the analytics views in a catalog's schema, and
+``ciolake-spark maintain`` compacts (``OPTIMIZE``) and vacuums ciolake's tables there: the
+other two jobs of the Databricks bundle (``deploy/databricks``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ciolake.analytics.views import spark_statements, view_names
 from ciolake.derive.spark import delta_path, derive_frames, table_ddl
 from ciolake.derive.sql import OUTPUTS
 from ciolake.lake.tables import ALL_SPECS, QUARANTINE, RAW_EVENTS
@@ -170,6 +176,65 @@ def run_derive(
     return result
 
 
+def _schema_options(command: Any) -> None:
+    command.add_argument(
+        "--catalog", metavar="NAME", help="the tables' catalog (Unity Catalog's, on Databricks)"
+    )
+    command.add_argument("--schema", required=True, metavar="NAME", help="the tables' schema")
+
+
+def _views_parser(commands: Any) -> None:
+    views = commands.add_parser(
+        "views", help="create or replace the analytics views", allow_abbrev=False
+    )
+    _schema_options(views)
+
+
+def _maintain_parser(commands: Any) -> None:
+    maintain_ = commands.add_parser(
+        "maintain", help="OPTIMIZE and VACUUM ciolake's tables", allow_abbrev=False
+    )
+    _schema_options(maintain_)
+    maintain_.add_argument(
+        "--retain-hours",
+        type=int,
+        default=168,
+        metavar="H",
+        help="history VACUUM keeps, in hours (default 168, Delta's 7 days; at least 1)",
+    )
+
+
+def _run_views(args: argparse.Namespace) -> int:
+    spark = _session()
+    failures = importlib.import_module("pyspark.errors").PySparkException
+    try:
+        names = create_views(spark, catalog=args.catalog, schema=args.schema)
+    except failures as exc:
+        print(f"error: cannot create the views: {_first_line(str(exc))}", file=sys.stderr)
+        return 1
+    print(f"created or replaced {len(names)} views: {', '.join(names)}")
+    return 0
+
+
+def _run_maintain(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.retain_hours < 1:
+        parser.error("--retain-hours must be >= 1")
+    spark = _session()
+    failures = importlib.import_module("pyspark.errors").PySparkException
+    try:
+        maintain(
+            spark,
+            catalog=args.catalog,
+            schema=args.schema,
+            retain_hours=args.retain_hours,
+            report=lambda name: print(f"{name}: optimized, vacuumed", flush=True),
+        )
+    except failures as exc:
+        print(f"error: cannot maintain the tables: {_first_line(str(exc))}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _session() -> Any:
     sql = _pyspark()
     active = sql.SparkSession.getActiveSession()
@@ -183,6 +248,9 @@ def _session() -> Any:
         )
         .config("spark.sql.session.timeZone", "UTC")
     )
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        # A Databricks job: the cluster's own session, with its Delta and its logging.
+        return builder.getOrCreate()
     try:
         delta = importlib.import_module("delta")
     except ImportError:
@@ -203,11 +271,58 @@ def _print_batch(batch_id: int, deliveries: int, written: Counter[str]) -> None:
     print(f"batch {batch_id}: {deliveries:,} deliveries -> {rows or 'nothing new'}", flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ciolake-spark derive --tables-uri URI [--checkpoint URI] [...]``."""
-    parser = argparse.ArgumentParser(prog="ciolake-spark")
+def create_views(spark: Any, *, catalog: str | None, schema: str) -> list[str]:
+    """Create or replace every analytics view in ``catalog.schema``; return their names."""
+    for statement in spark_statements(catalog=catalog, schema=schema):
+        spark.sql(statement)
+    return list(view_names())
+
+
+def maintain(
+    spark: Any, *, catalog: str | None, schema: str, retain_hours: int, report: Any = None
+) -> None:
+    """Compact and vacuum each of ciolake's tables in ``catalog.schema``.
+
+    ``OPTIMIZE`` rewrites small files without changing data (ciolake's writers keep
+    appending meanwhile); ``VACUUM`` deletes files no version younger than ``retain_hours``
+    needs, so time travel, ``ciolake derive`` and streaming readers keep that much history.
+    """
+
+    def each(name: str) -> None:
+        qualified = ".".join(part for part in (catalog, schema, name) if part)
+        spark.sql(f"OPTIMIZE {qualified}")
+        spark.sql(f"VACUUM {qualified} RETAIN {retain_hours} HOURS")
+        if report is not None:
+            report(qualified)
+
+    _at_once(each, list(ALL_SPECS))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``ciolake-spark``: ``derive``, ``views`` and ``maintain``."""
+    parser = argparse.ArgumentParser(prog="ciolake-spark", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    derive = commands.add_parser("derive", help="derive the channel tables from raw_events")
+    _derive_parser(commands)
+    _views_parser(commands)
+    _maintain_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ciolake-spark derive|views|maintain``: see each command's ``--help``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "views":
+        return _run_views(args)
+    if args.command == "maintain":
+        return _run_maintain(parser, args)
+    return _run_derive(parser, args)
+
+
+def _derive_parser(commands: Any) -> None:
+    derive = commands.add_parser(
+        "derive", help="derive the channel tables from raw_events", allow_abbrev=False
+    )
     derive.add_argument(
         "--tables-uri", required=True, metavar="URI", help="where the derived tables are"
     )
@@ -231,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     derive.add_argument(
         "--every", type=float, metavar="SECONDS", help="keep running, a micro-batch every N s"
     )
-    args = parser.parse_args(argv)
+
+
+def _run_derive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.timestamp_tolerance_s < 0:
         parser.error("--timestamp-tolerance-s must be >= 0")
     if args.every is not None and args.every <= 0:
