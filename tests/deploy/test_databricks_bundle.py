@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 import sqlglot
+import typer
 from databricks.bundles.alerts import Alert
+from databricks.bundles.apps import App
 from databricks.bundles.dashboards import Dashboard
 from databricks.bundles.jobs import Job
 from sqlglot import exp
 
 from ciolake.analytics.views import view_names
+from ciolake.cli.app import app as ciolake_cli
 from ciolake.derive.spark_job import build_parser
 from ciolake.lake.tables import ALL_SPECS
 from tests.deploy.bundle import (
@@ -34,6 +37,7 @@ MODELS: dict[str, Callable[[Any], Any]] = {
     "jobs": Job.from_dict,
     "alerts": Alert.from_dict,
     "dashboards": Dashboard.from_dict,
+    "apps": App.from_dict,
 }
 # A value for each variable without a default, as `databricks bundle deploy --var` gives it.
 GIVEN = {
@@ -169,3 +173,26 @@ def test_the_dashboard_reads_views_and_every_widget_its_dataset(bundle: Bundle) 
         assert named, widget["name"]
         assert set(named) <= fields, (widget["name"], set(named) - fields)
     assert used == set(datasets), "a dataset no widget shows"
+
+
+def test_the_app_runs_the_dashboard_command_from_the_wheel_it_is_given(bundle: Bundle) -> None:
+    (app,) = bundle.of_kind("apps")
+    body = substitute(app.body, values(bundle))
+    source = app.path(body["source_code_path"])
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wheel = f"{pyproject['name']}-{pyproject['version']}-py3-none-any.whl"
+    lines = (source / "requirements.txt").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("#")] == [f"./{wheel}[databricks]"]
+    (artifact,) = bundle.root["artifacts"].values()
+    assert f"cp dist/{wheel} deploy/databricks/app/" in artifact["build"]
+    assert (BUNDLE / artifact["path"]).resolve() / "deploy/databricks/app" == source
+
+    command = body["config"]["command"]
+    assert command[:2] == ["ciolake", "dashboard"]
+    commands = typer.main.get_command(ciolake_cli).commands  # type: ignore[attr-defined]
+    parsed = commands["dashboard"].make_context("dashboard", list(command[2:]))
+    assert parsed.params["databricks_app"] is True
+    assert (parsed.params["catalog"], parsed.params["schema"]) == ("main", "ciolake")
+    env = {e["name"]: e for e in body["config"]["env"]}
+    (warehouse,) = [r for r in body["resources"] if "sql_warehouse" in r]
+    assert env["DATABRICKS_WAREHOUSE_ID"]["value_from"] == warehouse["name"]

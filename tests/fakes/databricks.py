@@ -6,27 +6,119 @@ Statement Execution API, speaking what databricks-sdk sends and reads.
 - ``GET /oidc/.well-known/oauth-authorization-server``: the token endpoint;
 - ``POST /oidc/v1/token``: client credentials (HTTP basic auth, as the SDK sends them) for an
   access token; wrong credentials get 401 ``invalid_client``;
-- ``POST /api/2.0/sql/statements/``: runs the statement with the test's ``execute`` (a local
-  Spark session) and answers ``SUCCEEDED`` with a ``JSON_ARRAY`` result inline, or ``FAILED``
-  with the engine's error; a request without the access token gets 401, an unknown warehouse
-  404.
+- ``POST /api/2.0/sql/statements/``: runs the statement, with its named ``parameters``
+  (``:name`` markers, each a text value and a type), through the test's ``execute`` (a local
+  Spark session: ``spark_warehouse``) and answers ``SUCCEEDED`` with a ``JSON_ARRAY`` result
+  inline (every value as text, the columns' ``type_name`` in the manifest), or ``FAILED`` with
+  the engine's error; a request without the access token gets 401, an unknown warehouse 404.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-# Runs one statement; returns (column names, rows of text or None), or raises with a message.
-Execute = Callable[[str], tuple[list[str], list[list[str | None]]]]
+import sqlglot
+from sqlglot import exp
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A statement's result as the API gives it: column names and types, rows of text."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[str | None]]
+
+
+# Runs one statement with its parameters by name (typed Python values); raises with a message.
+Execute = Callable[[str, Mapping[str, Any]], Answer]
+
+_SPARK_TYPE_NAMES = {"integer": "INT", "timestamp_ntz": "TIMESTAMP"}
+
+
+def spark_warehouse(spark: Any) -> Execute:
+    """A local Spark session as the warehouse (its ``spark_catalog`` for Unity Catalog)."""
+
+    def execute(statement: str, parameters: Mapping[str, Any]) -> Answer:
+        frame = spark.sql(_bound(statement, parameters) if parameters else statement)
+        fields = frame.schema.fields
+        types = [
+            _SPARK_TYPE_NAMES.get(f.dataType.typeName(), f.dataType.typeName().upper())
+            for f in fields
+        ]
+        rows = [[_text(v) for v in row] for row in frame.collect()]
+        return Answer([f.name for f in fields], types, rows)
+
+    return execute
+
+
+def _bound(statement: str, parameters: Mapping[str, Any]) -> str:
+    """``statement`` with each ``:name`` marker replaced by its value as a typed literal, as the
+    warehouse binds them (Spark 4.2's own ``sql(args=...)`` leaves them unbound next to Delta's
+    session extension)."""
+
+    def bind(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Placeholder) and node.name in parameters:
+            return _literal(parameters[node.name])
+        return node
+
+    tree = sqlglot.parse_one(statement, read="databricks")
+    return tree.transform(bind).sql(dialect="databricks")
+
+
+def _literal(value: Any) -> exp.Expression:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float):
+        return exp.Literal.number(value)
+    if isinstance(value, dt.datetime):
+        return exp.cast(exp.Literal.string(value.isoformat()), "TIMESTAMP")
+    if isinstance(value, dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+    return exp.Literal.string(str(value))
+
+
+def _text(value: Any) -> str | None:
+    """A value as the API's ``JSON_ARRAY`` format gives it: text; complex values as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="milliseconds") + "Z"
+    return str(value)
+
+
+def _typed(parameter: Mapping[str, Any]) -> Any:
+    """A parameter's text value as its declared type (what the warehouse binds)."""
+    value, kind = parameter.get("value"), str(parameter.get("type") or "STRING").upper()
+    if value is None:
+        return None
+    if kind in {"INT", "BIGINT", "LONG", "SMALLINT", "TINYINT"}:
+        return int(value)
+    if kind in {"DOUBLE", "FLOAT"}:
+        return float(value)
+    if kind == "BOOLEAN":
+        return value.lower() == "true"
+    if kind == "DATE":
+        return dt.date.fromisoformat(value)
+    if kind == "TIMESTAMP":
+        return dt.datetime.fromisoformat(value)
+    return str(value)
 
 
 @dataclass
@@ -120,8 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
         statement = request["statement"]
         workspace.statements.append(statement)
         statement_id = secrets.token_hex(8)
+        parameters = {p["name"]: _typed(p) for p in request.get("parameters") or []}
         try:
-            names, rows = self.server.execute(statement)  # type: ignore[attr-defined]
+            answer = self.server.execute(statement, parameters)  # type: ignore[attr-defined]
         except Exception as exc:  # the engine's error, as the API reports a failed statement
             error = {"error_code": "BAD_REQUEST", "message": str(exc).splitlines()[0][:2000]}
             self._json(
@@ -129,9 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
                 {"statement_id": statement_id, "status": {"state": "FAILED", "error": error}},
             )
             return
+        names, rows = answer.columns, answer.rows
         columns = [
-            {"name": name, "position": i, "type_name": "STRING", "type_text": "STRING"}
-            for i, name in enumerate(names)
+            {"name": name, "position": i, "type_name": kind, "type_text": kind}
+            for i, (name, kind) in enumerate(zip(names, answer.types, strict=True))
         ]
         self._json(
             200,

@@ -5,12 +5,16 @@ time, and the maintenance job compacts and vacuums while ciolake keeps writing."
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from deltalake import DeltaTable
 
@@ -24,11 +28,24 @@ from ciolake.checks.rules import (
     Thresholds,
     table_findings,
 )
+from ciolake.dashboard.app import Filters
+from ciolake.dashboard.queries import QUERIES, LakeReader
+from ciolake.dashboard.warehouse import WarehouseReader
+from ciolake.databricks.workspace import connect
 from ciolake.derive import spark_job
 from ciolake.lake.tables import ALL_SPECS
 from ciolake.settings import Settings
 from tests.deploy.bundle import load_bundle, query_text, substitute, widgets
-from tests.support import NOW, delta_reader, make_settings, receive_at, sample_bodies
+from tests.fakes.databricks import fake_workspace, spark_warehouse
+from tests.support import (
+    NOW,
+    delta_reader,
+    free_port,
+    make_settings,
+    receive_at,
+    sample_bodies,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -179,15 +196,110 @@ def test_the_maintenance_job_compacts_vacuums_and_ciolake_keeps_writing(
     for batch in range(3):  # small files in one partition of each table, for OPTIMIZE
         receive_at(history, sample_bodies(69, seed=200 + batch, timestamp=NOW), at=NOW)
     before = counts()
-    files_before = len(DeltaTable(str(tables / "raw_events")).file_uris())
+
+    def files() -> dict[str, int]:
+        names = ("raw_events", "email_events", "push_events")
+        return {name: len(DeltaTable(str(tables / name)).file_uris()) for name in names}
+
+    files_before = files()
     args = ["maintain", "--catalog", CATALOG, "--schema", SCHEMA, "--retain-hours", "1"]
+    args += ["--table", "raw_events", "--table", "email_events"]  # the bundle's job: all
     catalog.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     assert spark_job.main(args) == 0
     assert counts() == before
-    assert len(DeltaTable(str(tables / "raw_events")).file_uris()) < files_before
+    files_after = files()
+    assert files_after["raw_events"] < files_before["raw_events"], "OPTIMIZE rewrote nothing"
+    assert files_after["email_events"] < files_before["email_events"]
+    assert files_after["push_events"] == files_before["push_events"], "a table not asked for"
 
     more = sample_bodies(69, seed=123, timestamp=NOW)
     receive_at(history, more, at=NOW)
     after = counts()
     assert after["raw_events"] == before["raw_events"] + len(more)
     assert sum(after.values()) - sum(before.values()) == 2 * len(more)
+
+
+def normal(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows in one order and form whichever engine gave them: floats to 9 significant digits."""
+
+    def value(v: Any) -> Any:
+        return float(f"{v:.9g}") if isinstance(v, float) else v
+
+    return sorted((tuple((k, value(v)) for k, v in sorted(r.items())) for r in rows), key=repr)
+
+
+# All channels over the whole history; one channel's own funnel view and rates, hourly over
+# the history's last two days.
+FILTERS = [
+    Filters(date(2026, 9, 13), date(2026, 9, 21)),
+    Filters(date(2026, 9, 20), date(2026, 9, 21), "email"),
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: f"{f.channel or 'all'}-{f.since}")
+def test_every_dashboard_panel_reads_the_same_rows_through_a_warehouse(
+    catalog: SparkSession, history: Settings, filters: Filters
+) -> None:
+    duck = LakeReader(str(history.data_dir / "tables"))
+    with fake_workspace(spark_warehouse(catalog)) as fake:
+        warehouse = connect(
+            host=fake.url,
+            client_id=fake.client_id,
+            client_secret=fake.client_secret,
+            warehouse_id=fake.warehouse_id,
+        )
+        through = WarehouseReader(lambda: warehouse, catalog=CATALOG, schema=SCHEMA)
+        for panel, query in QUERIES.items():
+            expected = query(duck, filters)
+            assert normal(query(through, filters)) == normal(expected), panel
+            assert expected, f"{panel} is empty: nothing compared"
+    duck.close()
+
+
+def test_the_app_command_serves_the_dashboard_through_the_warehouse(
+    catalog: SparkSession, history: Settings, tmp_path: Path
+) -> None:
+    # As the bundle's app runs it: the App gives the port, the warehouse and the credentials.
+    (app,) = load_bundle().of_kind("apps")
+    command = substitute(app.body["config"]["command"], {"catalog": CATALOG, "schema": SCHEMA})
+    port = free_port()
+    with fake_workspace(spark_warehouse(catalog)) as fake:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CIOLAKE_")},
+            "DATABRICKS_APP_PORT": str(port),
+            "DATABRICKS_HOST": fake.url,
+            "DATABRICKS_CLIENT_ID": fake.client_id,
+            "DATABRICKS_CLIENT_SECRET": fake.client_secret,
+            "DATABRICKS_WAREHOUSE_ID": fake.warehouse_id,
+            "CIOLAKE_DATA_DIR": str(tmp_path / "app"),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ciolake", *command[1:]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}/dashboard"
+            wait_for(lambda: _answers(base), 30, "the app's dashboard")
+            query = "since=2026-09-13&until=2026-09-21"
+            answer = httpx.get(f"{base}/data/summary?{query}", timeout=60)
+        finally:
+            process.terminate()
+            stderr = process.communicate(timeout=30)[1].decode()
+    assert answer.status_code == 200, (answer.text, stderr)
+    assert f"Dashboard of {CATALOG}.{SCHEMA} (through a SQL warehouse)" in stderr
+    duck = LakeReader(str(history.data_dir / "tables"))
+    try:
+        filters = Filters(date(2026, 9, 13), date(2026, 9, 21))
+        assert normal(answer.json()["rows"]) == normal(QUERIES["summary"](duck, filters))
+    finally:
+        duck.close()
+    assert any(f"{CATALOG}.{SCHEMA}.pipeline_health" in s for s in fake.statements)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -5,21 +5,19 @@ for Unity Catalog's)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ciolake.analytics.views import view_names
 from ciolake.derive.spark import external_table_ddl
 from ciolake.lake.tables import ALL_SPECS
-from tests.fakes.databricks import Execute, FakeWorkspace, fake_workspace
+from tests.fakes.databricks import FakeWorkspace, fake_workspace, spark_warehouse
 from tests.support import make_bodies, make_settings, receive
 
 if TYPE_CHECKING:
@@ -29,26 +27,6 @@ pytestmark = pytest.mark.spark
 
 CATALOG = "spark_catalog"
 SCHEMA = "ciolake_uc"
-
-
-def _text(value: Any) -> str | None:
-    """A value as the Statement Execution API's JSON_ARRAY format gives it: text, and complex
-    values as JSON."""
-    if value is None:
-        return None
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def spark_warehouse(spark: SparkSession) -> Execute:
-    def execute(statement: str) -> tuple[list[str], list[list[str | None]]]:
-        frame = spark.sql(statement)
-        return frame.columns, [[_text(v) for v in row] for row in frame.collect()]
-
-    return execute
 
 
 @pytest.fixture

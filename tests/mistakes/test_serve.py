@@ -204,3 +204,31 @@ def test_help_texts_show_no_escaped_brackets(run_ciolake: RunCiolake) -> None:
         result = run_ciolake(command, "--help")
         assert result.code == 0, result.stderr
         assert "\\[" not in result.stdout, command
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragments"),
+    [
+        (("--catalog", "main"), {}, ("--catalog and --schema",)),
+        (("--warehouse-id", "w1"), {}, ("--catalog and --schema",)),
+        (
+            ("--catalog", "main", "--schema", "ciolake"),
+            {"DATABRICKS_WAREHOUSE_ID": "w1"},
+            ("ciolake dashboard needs DATABRICKS_HOST",),
+        ),
+        (("--databricks-app",), {}, ("inside a Databricks App", "DATABRICKS_APP_PORT")),
+    ],
+    ids=["catalog-alone", "warehouse-alone", "no-workspace", "not-in-an-app"],
+)
+def test_dashboard_through_a_warehouse_says_what_is_missing(
+    run_ciolake: RunCiolake,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    fragments: tuple[str, ...],
+) -> None:
+    clean = {k: "" for k in ("DATABRICKS_HOST", "DATABRICKS_APP_PORT", "DATABRICKS_WAREHOUSE_ID")}
+    result = run_ciolake(
+        "dashboard", "--data-dir", tmp_path / "d", *args, env={**clean, **env}, timeout=30
+    )
+    assert_one_line_error(result, EXIT_USAGE, *fragments)

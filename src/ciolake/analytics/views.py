@@ -160,7 +160,7 @@ def to_spark(
     sqlglot = _sqlglot()
     expressions = sqlglot.expressions
     tree = sqlglot.parse_one(sql, read="duckdb")
-    tree = tree.transform(_spark_percentile)
+    tree = tree.transform(_spark_percentile).transform(_spark_epoch)
     if schema:
         for table in tree.find_all(expressions.Table):
             if table.name in names and not table.args.get("db"):
@@ -180,6 +180,16 @@ def _spark_percentile(node: Any) -> Any:
     expressions = _sqlglot().expressions
     if isinstance(node, expressions.PercentileCont) and node.args.get("expression") is not None:
         return expressions.Quantile(this=node.this, quantile=node.args["expression"])
+    return node
+
+
+def _spark_epoch(node: Any) -> Any:
+    """DuckDB's ``epoch(t)`` keeps the microseconds; Spark's ``unix_timestamp`` (what sqlglot
+    renders) drops them."""
+    expressions = _sqlglot().expressions
+    if isinstance(node, expressions.TimeToUnix) and node.args.get("format") is None:
+        micros = expressions.Anonymous(this="unix_micros", expressions=[node.this])
+        return expressions.Div(this=micros, expression=expressions.Literal.number("1e6"))
     return node
 
 

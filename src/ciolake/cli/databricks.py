@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ciolake.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ciolake.databricks.workspace import Warehouse
 
 app = typer.Typer(
     help="ciolake in Databricks: Unity Catalog tables and views through a SQL warehouse.",
@@ -43,16 +46,10 @@ def setup(
     the setup before anything is created, with the statements that would fix it.
     """
     from ciolake.databricks import setup as tables  # noqa: PLC0415
-    from ciolake.databricks import workspace  # noqa: PLC0415
     from ciolake.lake.location import parse_location  # noqa: PLC0415
 
     parse_location(location)
-    warehouse = workspace.connect(
-        host=_required(workspace.HOST_ENV),
-        client_id=_required(workspace.CLIENT_ID_ENV),
-        client_secret=_required(workspace.CLIENT_SECRET_ENV),
-        warehouse_id=warehouse_id or _required(workspace.WAREHOUSE_ENV, "--warehouse-id"),
-    )
+    warehouse = warehouse_from_env(warehouse_id, "ciolake databricks setup")
     console = Console(stderr=True)
     with console.status("setting up"):
         steps = tables.setup(warehouse, catalog=catalog, schema=schema, location=location)
@@ -64,9 +61,27 @@ def setup(
     Console().print(summary)
 
 
-def _required(env: str, flag: str | None = None) -> str:
+def warehouse_from_env(warehouse_id: str | None, command: str) -> Warehouse:
+    """The SQL warehouse ``warehouse_id`` (else ``DATABRICKS_WAREHOUSE_ID``), signed in as the
+    service principal of ``DATABRICKS_HOST``, ``DATABRICKS_CLIENT_ID`` and
+    ``DATABRICKS_CLIENT_SECRET``.
+
+    Raises:
+        ConfigurationError: one of them is missing (named, with ``command``).
+    """
+    from ciolake.databricks import workspace  # noqa: PLC0415
+
+    return workspace.connect(
+        host=_required(workspace.HOST_ENV, command),
+        client_id=_required(workspace.CLIENT_ID_ENV, command),
+        client_secret=_required(workspace.CLIENT_SECRET_ENV, command),
+        warehouse_id=warehouse_id or _required(workspace.WAREHOUSE_ENV, command, "--warehouse-id"),
+    )
+
+
+def _required(env: str, command: str, flag: str | None = None) -> str:
     value = os.environ.get(env, "").strip()
     if not value:
         where = f"{flag} or {env}" if flag else env
-        raise ConfigurationError(f"ciolake databricks setup needs {where}")
+        raise ConfigurationError(f"{command} needs {where}")
     return value

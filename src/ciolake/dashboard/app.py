@@ -33,7 +33,7 @@ from ciolake.events.model import MESSAGE_CHANNELS
 from ciolake.settings import Settings
 
 if TYPE_CHECKING:
-    from ciolake.dashboard.queries import LakeReader, Row
+    from ciolake.dashboard.queries import Reader, Row
 
 STATIC_DIR = Path(__file__).with_name("static")
 ASSETS: dict[str, str] = {
@@ -188,9 +188,9 @@ _PANEL_NAMES = frozenset(p.name for p in PANELS)
 @dataclass(frozen=True, slots=True)
 class _Heavy:
     specs: dict[str, dict[str, Any]]
-    queries: dict[str, Callable[[LakeReader, Filters], list[Row]]]
-    default_until: Callable[[LakeReader, date], date]
-    reader: Callable[[str], LakeReader]
+    queries: dict[str, Callable[[Reader, Filters], list[Row]]]
+    default_until: Callable[[Reader, date], date]
+    reader: Callable[[str], Reader]
 
 
 @functools.cache
@@ -211,17 +211,24 @@ def _heavy() -> _Heavy:
 class _Backend:
     # The dashboard's view of the lake, opened on first use and shared by its requests.
 
-    def __init__(self, tables_uri: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        tables_uri: str,
+        clock: Callable[[], float],
+        open_reader: Callable[[], Reader] | None = None,
+    ) -> None:
         self.tables_uri = tables_uri
         self._clock = clock
+        self._open_reader = open_reader
         self._lock = threading.Lock()
-        self._lake: LakeReader | None = None
+        self._lake: Reader | None = None
         self._unavailable: tuple[str, str] | None = None
 
-    def lake(self) -> LakeReader:
+    def lake(self) -> Reader:
         with self._lock:
             if self._lake is None:
-                self._lake = _heavy().reader(self.tables_uri)
+                opened = self._open_reader or functools.partial(_heavy().reader, self.tables_uri)
+                self._lake = opened()
             return self._lake
 
     def today(self) -> date:
@@ -298,14 +305,23 @@ def dashboard_routes(
     return _routes(_Backend(settings.tables_location, clock), prefix)
 
 
-def dashboard_app(settings: Settings, *, clock: Callable[[], float]) -> Starlette:
+def dashboard_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float],
+    open_reader: Callable[[], Reader] | None = None,
+    source: str | None = None,
+) -> Starlette:
     """The dashboard alone, as ``ciolake dashboard`` serves it (``/`` redirects to it).
 
     Args:
         settings: where the tables are.
         clock: current unix time in seconds.
+        open_reader: what the panels read through, opened at the first request (default:
+            DuckDB over ``settings.tables_location``).
+        source: what the page names as its source (default: the tables' location).
     """
-    backend = _Backend(settings.tables_location, clock)
+    backend = _Backend(source or settings.tables_location, clock, open_reader)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

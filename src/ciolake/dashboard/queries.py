@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from ciolake.analytics.duck import DatabaseError, Lake, LakeReadError, open_lake
 from ciolake.analytics.funnels import CHANNELS, Channel
@@ -54,6 +54,19 @@ _CHANGE_LABELS = {
 def _channel(filters: Filters) -> Channel:
     # The channel of the funnel, engagement and cohort panels (email for all channels).
     return _BY_NAME[filters.channel or "email"]
+
+
+class Reader(Protocol):
+    """What the panels' queries read through: DuckDB over the Delta tables (``LakeReader``), or
+    a Databricks SQL warehouse (``dashboard.warehouse.WarehouseReader``)."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one query (DuckDB's dialect, ``?`` placeholders); JSON-ready rows."""
+        ...
+
+    def close(self) -> None:
+        """Release what the reader holds."""
+        ...
 
 
 class LakeReader:
@@ -127,7 +140,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def default_until(lake: LakeReader, today: date) -> date:
+def default_until(lake: Reader, today: date) -> date:
     """The last day with events, or ``today`` when there are none (or they are later)."""
     (row,) = lake.rows("SELECT max(event_date) AS last FROM customerio_events")
     last = row["last"]
@@ -152,7 +165,7 @@ def _channel_filter(filters: Filters, column: str) -> tuple[str, list[Any]]:
     return f" AND {column} = ?", [filters.channel]
 
 
-def summary(lake: LakeReader, filters: Filters) -> list[Row]:
+def summary(lake: Reader, filters: Filters) -> list[Row]:
     """Headline tiles: events, messages, the main rates, quarantine share and median lag."""
     where, params = _table_filter(filters)
     (events,) = lake.rows(
@@ -206,7 +219,7 @@ def _rate_sql(channel: Channel, candidates: Sequence[str]) -> str:
     return "CAST(NULL AS DOUBLE)"
 
 
-def _cohort_totals(lake: LakeReader, filters: Filters, channel: Channel) -> Row:
+def _cohort_totals(lake: Reader, filters: Filters, channel: Channel) -> Row:
     rates = ", ".join(f"{_rate_sql(channel, c)} AS {alias}" for alias, c in _COHORT_RATES)
     (row,) = lake.rows(
         f"SELECT sum(deliveries) AS messages, {rates} FROM {channel.cohort_view}"
@@ -216,7 +229,7 @@ def _cohort_totals(lake: LakeReader, filters: Filters, channel: Channel) -> Row:
     return row
 
 
-def events_per_day(lake: LakeReader, filters: Filters) -> list[Row]:
+def events_per_day(lake: Reader, filters: Filters) -> list[Row]:
     """Events per event date: by channel, or by metric once a channel is chosen."""
     series = "metric" if filters.channel else "replace(source_table, '_events', '')"
     variant = "metric" if filters.channel else "channel"
@@ -229,12 +242,13 @@ def events_per_day(lake: LakeReader, filters: Filters) -> list[Row]:
     )
 
 
-def funnel(lake: LakeReader, filters: Filters) -> list[Row]:
+def funnel(lake: Reader, filters: Filters) -> list[Row]:
     """Deliveries reaching each step, for the deliveries sent in the range (send-date cohorts)."""
     channel = _channel(filters)
     flags = {f.name for f in channel.flags}
     stages = [(name, label) for name, label in _FUNNEL_STAGES if name in flags]
-    sums = ", ".join(f"sum({name}) AS {name}" for name, _label in stages)
+    # count_if, not sum: Spark (the warehouse) does not add booleans up.
+    sums = ", ".join(f"count_if({name}) AS {name}" for name, _label in stages)
     (row,) = lake.rows(
         f"SELECT {sums} FROM {channel.funnel_view} WHERE cohort_date BETWEEN ? AND ?",
         _range(filters),
@@ -253,7 +267,7 @@ def funnel(lake: LakeReader, filters: Filters) -> list[Row]:
     ]
 
 
-def engagement(lake: LakeReader, filters: Filters) -> list[Row]:
+def engagement(lake: Reader, filters: Filters) -> list[Row]:
     """Open and click rates per send day; for email, people and machines apart."""
     channel = _channel(filters)
     names = {r.name for r in channel.rates}
@@ -288,7 +302,7 @@ def _engagement_rows(day: Row, measure: str, names: set[str]) -> list[Row]:
     ]
 
 
-def cohorts(lake: LakeReader, filters: Filters) -> list[Row]:
+def cohorts(lake: Reader, filters: Filters) -> list[Row]:
     """Send-date cohort rates per campaign, broadcast, newsletter or transactional message."""
     channel = _channel(filters)
     rates = ", ".join(f"{_rate_sql(channel, c)} AS {alias}" for alias, c in _COHORT_RATES)
@@ -315,7 +329,7 @@ def cohorts(lake: LakeReader, filters: Filters) -> list[Row]:
     )
 
 
-def failures(lake: LakeReader, filters: Filters) -> list[Row]:
+def failures(lake: Reader, filters: Filters) -> list[Row]:
     """The most frequent failure messages in the range."""
     where, params = _channel_filter(filters, "channel")
     return lake.rows(
@@ -326,7 +340,7 @@ def failures(lake: LakeReader, filters: Filters) -> list[Row]:
     )
 
 
-def subscriptions(lake: LakeReader, filters: Filters) -> list[Row]:
+def subscriptions(lake: Reader, filters: Filters) -> list[Row]:
     """Subscription changes per day and kind."""
     where, params = _channel_filter(filters, "object_type")
     rows = lake.rows(
@@ -341,7 +355,7 @@ def _grain(filters: Filters) -> str:
     return "hour" if filters.hourly else "day"
 
 
-def throughput(lake: LakeReader, filters: Filters) -> list[Row]:
+def throughput(lake: Reader, filters: Filters) -> list[Row]:
     """Deliveries received per hour or day: landed, duplicate or quarantined."""
     grain = _grain(filters)
     rows = lake.rows(
@@ -358,7 +372,7 @@ def throughput(lake: LakeReader, filters: Filters) -> list[Row]:
     ]
 
 
-def lag(lake: LakeReader, filters: Filters) -> list[Row]:
+def lag(lake: Reader, filters: Filters) -> list[Row]:
     """Seconds from event time to receipt of the landed events: median, 99th percentile, max."""
     grain = _grain(filters)
     where, params = _table_filter(filters)
@@ -384,7 +398,7 @@ def lag(lake: LakeReader, filters: Filters) -> list[Row]:
     ]
 
 
-def quarantine(lake: LakeReader, filters: Filters) -> list[Row]:
+def quarantine(lake: Reader, filters: Filters) -> list[Row]:
     """Quarantined deliveries per hour or day and reason."""
     grain = _grain(filters)
     return lake.rows(
@@ -398,7 +412,7 @@ def quarantine(lake: LakeReader, filters: Filters) -> list[Row]:
     )
 
 
-QUERIES: dict[str, Callable[[LakeReader, Filters], list[Row]]] = {
+QUERIES: dict[str, Callable[[Reader, Filters], list[Row]]] = {
     "summary": summary,
     "events_per_day": events_per_day,
     "funnel": funnel,

@@ -10,7 +10,8 @@ message, a workspace that cannot be reached a ``WorkspaceUnavailableError``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ciolake.errors import ConfigurationError, TerminalError, TransientError
@@ -34,11 +35,23 @@ class WorkspaceUnavailableError(TransientError):
 
 
 @dataclass(frozen=True, slots=True)
+class Parameter:
+    """A named parameter of a statement (``:name`` in its text), its value as text and its SQL
+    type (``STRING``, ``DATE``, ``INT``, ...)."""
+
+    name: str
+    value: str | None
+    type: str = "STRING"
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
-    """A statement's columns and rows (every value as text, as the API returns it)."""
+    """A statement's columns, their types (the API's ``type_name``: ``LONG``, ``DOUBLE``,
+    ``DATE``, ``TIMESTAMP``, ...) and its rows (every value as text, as the API returns it)."""
 
     columns: list[str]
     rows: list[list[str | None]]
+    types: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, str | None]]:
         """The rows as column-name mappings."""
@@ -53,8 +66,8 @@ class Warehouse:
         self._warehouse_id = warehouse_id
         self._timeout_s = timeout_s
 
-    def execute(self, statement: str) -> Result:
-        """Run ``statement`` and wait for it.
+    def execute(self, statement: str, parameters: Sequence[Parameter] = ()) -> Result:
+        """Run ``statement`` with its named ``parameters`` and wait for it.
 
         Raises:
             StatementFailedError: the warehouse failed it (the message is the warehouse's).
@@ -64,6 +77,11 @@ class Warehouse:
         try:
             response = self._client.statement_execution.execute_statement(
                 statement=statement,
+                parameters=[
+                    sql.StatementParameterListItem(name=p.name, value=p.value, type=p.type)
+                    for p in parameters
+                ]
+                or None,
                 warehouse_id=self._warehouse_id,
                 wait_timeout=_WAIT,
                 on_wait_timeout=sql.ExecuteStatementRequestOnWaitTimeout.CONTINUE,
@@ -122,9 +140,10 @@ def _result(statement: str, response: Any) -> Result:
         first = statement.split("\n", 1)[0][:120]
         raise StatementFailedError(f"{message} (in: {first})")
     manifest = response.manifest
-    columns = [c.name for c in (manifest.schema.columns or [])] if manifest else []
+    described = (manifest.schema.columns or []) if manifest and manifest.schema else []
     rows = response.result.data_array if response.result and response.result.data_array else []
-    return Result(columns, [list(row) for row in rows])
+    types = [c.type_name.value if c.type_name else "STRING" for c in described]
+    return Result([c.name for c in described], [list(row) for row in rows], types)
 
 
 def _short(exc: BaseException) -> str:

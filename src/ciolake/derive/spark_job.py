@@ -196,6 +196,14 @@ def _maintain_parser(commands: Any) -> None:
     )
     _schema_options(maintain_)
     maintain_.add_argument(
+        "--table",
+        action="append",
+        choices=list(ALL_SPECS),
+        default=[],
+        metavar="NAME",
+        help="only this table (repeat for several; default: every ciolake table)",
+    )
+    maintain_.add_argument(
         "--retain-hours",
         type=int,
         default=168,
@@ -227,6 +235,7 @@ def _run_maintain(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             catalog=args.catalog,
             schema=args.schema,
             retain_hours=args.retain_hours,
+            tables=args.table,
             report=lambda name: print(f"{name}: optimized, vacuumed", flush=True),
         )
     except failures as exc:
@@ -279,9 +288,15 @@ def create_views(spark: Any, *, catalog: str | None, schema: str) -> list[str]:
 
 
 def maintain(
-    spark: Any, *, catalog: str | None, schema: str, retain_hours: int, report: Any = None
+    spark: Any,
+    *,
+    catalog: str | None,
+    schema: str,
+    retain_hours: int,
+    tables: Sequence[str] = (),
+    report: Any = None,
 ) -> None:
-    """Compact and vacuum each of ciolake's tables in ``catalog.schema``.
+    """Compact and vacuum ciolake's tables in ``catalog.schema`` (``tables``, else all).
 
     ``OPTIMIZE`` rewrites small files without changing data (ciolake's writers keep
     appending meanwhile); ``VACUUM`` deletes files no version younger than ``retain_hours``
@@ -295,7 +310,7 @@ def maintain(
         if report is not None:
             report(qualified)
 
-    _at_once(each, list(ALL_SPECS))
+    _at_once(each, list(tables or ALL_SPECS))
 
 
 def build_parser() -> argparse.ArgumentParser:
