@@ -84,11 +84,12 @@ def start_spark(work_dir: Path) -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
-        # VACUUM lists the table in this many tasks (default 10,000: 38 s for a small table).
+        # VACUUM lists the table in this many tasks (default 10,000: most of its time on a
+        # small table).
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
         .config("spark.default.parallelism", "2")
-        # Small tables, many distinct queries: planning and code generation cost more than
-        # they save (about 8 % of the Spark tests' time).
+        # Small tables, many distinct queries: adaptive planning and whole-stage code
+        # generation cost more than they save.
         .config("spark.sql.adaptive.enabled", "false")
         .config("spark.sql.codegen.wholeStage", "false")
         .config("spark.databricks.delta.snapshotPartitions", "2")

@@ -229,7 +229,7 @@ _SHARED_READER_LOCK = threading.Lock()
 
 def _shared_reader() -> duckdb.DuckDBPyConnection:
     """A cursor of one DuckDB database per test process, for queries that create nothing:
-    loading the delta extension into a new database costs 0.3 s of CPU."""
+    loading the delta extension into every new database costs more CPU than most reads."""
     with _SHARED_READER_LOCK:
         if not _SHARED_READER:
             _SHARED_READER.append(delta_reader())

@@ -6,6 +6,9 @@ Statement Execution API, speaking what databricks-sdk sends and reads.
 - ``GET /oidc/.well-known/oauth-authorization-server``: the token endpoint;
 - ``POST /oidc/v1/token``: client credentials (HTTP basic auth, as the SDK sends them) for an
   access token; wrong credentials get 401 ``invalid_client``;
+- ``GET /api/2.0/sql/statements/{id}`` and ``POST .../{id}/cancel``: with ``running_polls``
+  set, a statement answers ``PENDING``, then ``RUNNING`` to that many polls, then its result;
+  a cancelled one is forgotten;
 - ``POST /api/2.0/sql/statements/``: runs the statement, with its named ``parameters``
   (``:name`` markers, each a text value and a type), through the test's ``execute`` (a local
   Spark session: ``spark_warehouse``) and answers ``SUCCEEDED`` with a ``JSON_ARRAY`` result
@@ -43,6 +46,7 @@ class Answer:
 # Runs one statement with its parameters by name (typed Python values); raises with a message.
 Execute = Callable[[str, Mapping[str, Any]], Answer]
 
+_STATEMENTS = "/api/2.0/sql/statements"
 _SPARK_TYPE_NAMES = {"integer": "INT", "timestamp_ntz": "TIMESTAMP"}
 
 
@@ -131,6 +135,10 @@ class FakeWorkspace:
     warehouse_id: str
     statements: list[str] = field(default_factory=list)
     tokens_issued: int = 0
+    # Polls a statement answers RUNNING to before its result, as a busy warehouse does.
+    running_polls: int = 0
+    cancelled: list[str] = field(default_factory=list)
+    pending: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -161,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
+        self._responded = False
         if self.path == "/.well-known/databricks-config":
             self._json(200, {"oidc_endpoint": f"{self._workspace().url}/oidc"})
         elif self.path == "/oidc/.well-known/oauth-authorization-server":
@@ -173,16 +182,24 @@ class _Handler(BaseHTTPRequestHandler):
                     "token_endpoint": f"{base}/oidc/v1/token",
                 },
             )
-        else:
+        elif self.path.startswith(_STATEMENTS) and self._authorized():
+            self._poll(self.path.removeprefix(_STATEMENTS).strip("/"))
+        elif not self._responded:
             self._json(404, {"error_code": "NOT_FOUND", "message": f"no {self.path}"})
 
     def do_POST(self) -> None:
+        self._responded = False
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path == "/oidc/v1/token":
             self._token(body)
-        elif self.path.rstrip("/") == "/api/2.0/sql/statements":
+        elif self.path.rstrip("/") == _STATEMENTS and self._authorized():
             self._statement(body)
-        else:
+        elif self.path.endswith("/cancel") and self._authorized():
+            statement_id = self.path.removeprefix(_STATEMENTS).removesuffix("/cancel").strip("/")
+            self._workspace().cancelled.append(statement_id)
+            self._workspace().pending.pop(statement_id, None)
+            self._json(200, {})
+        elif not self._responded:
             self._json(404, {"error_code": "NOT_FOUND", "message": f"no {self.path}"})
 
     def _token(self, body: bytes) -> None:
@@ -199,11 +216,36 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.server.token  # type: ignore[attr-defined]
         self._json(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 
-    def _statement(self, body: bytes) -> None:
+    def _authorized(self) -> bool:
         token = self.server.token  # type: ignore[attr-defined]
-        if self.headers.get("Authorization") != f"Bearer {token}":
-            self._json(401, {"error_code": "UNAUTHENTICATED", "message": "no valid token"})
+        if self.headers.get("Authorization") == f"Bearer {token}":
+            return True
+        self._json(401, {"error_code": "UNAUTHENTICATED", "message": "no valid token"})
+        return False
+
+    def _poll(self, statement_id: str) -> None:
+        workspace = self._workspace()
+        if statement_id not in workspace.pending:
+            self._json(404, {"error_code": "NOT_FOUND", "message": f"no statement {statement_id}"})
             return
+        polls, document = workspace.pending[statement_id]
+        if polls > 0:
+            workspace.pending[statement_id] = (polls - 1, document)
+            self._json(200, {"statement_id": statement_id, "status": {"state": "RUNNING"}})
+            return
+        del workspace.pending[statement_id]
+        self._json(200, document)
+
+    def _answer(self, statement_id: str, document: dict[str, Any]) -> None:
+        # Answered at once, or PENDING and then RUNNING to ``running_polls`` polls first.
+        workspace = self._workspace()
+        if workspace.running_polls <= 0:
+            self._json(200, document)
+            return
+        workspace.pending[statement_id] = (workspace.running_polls, document)
+        self._json(200, {"statement_id": statement_id, "status": {"state": "PENDING"}})
+
+    def _statement(self, body: bytes) -> None:
         request = json.loads(body)
         workspace = self._workspace()
         if request.get("warehouse_id") != workspace.warehouse_id:
@@ -217,8 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = self.server.execute(statement, parameters)  # type: ignore[attr-defined]
         except Exception as exc:  # the engine's error, as the API reports a failed statement
             error = {"error_code": "BAD_REQUEST", "message": str(exc).splitlines()[0][:2000]}
-            self._json(
-                200,
+            self._answer(
+                statement_id,
                 {"statement_id": statement_id, "status": {"state": "FAILED", "error": error}},
             )
             return
@@ -227,8 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
             {"name": name, "position": i, "type_name": kind, "type_text": kind}
             for i, (name, kind) in enumerate(zip(names, answer.types, strict=True))
         ]
-        self._json(
-            200,
+        self._answer(
+            statement_id,
             {
                 "statement_id": statement_id,
                 "status": {"state": "SUCCEEDED"},
@@ -252,7 +294,10 @@ class _Handler(BaseHTTPRequestHandler):
         workspace: FakeWorkspace = self.server.workspace  # type: ignore[attr-defined]
         return workspace
 
+    _responded = False
+
     def _json(self, status: int, document: dict[str, Any]) -> None:
+        self._responded = True
         data = json.dumps(document).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
