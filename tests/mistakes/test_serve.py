@@ -166,7 +166,12 @@ def test_ctrl_c_while_serve_starts_prints_no_traceback(tmp_path: Path, delay_s: 
     )
     time.sleep(delay_s)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole group
-    output, _ = process.communicate(timeout=60)
+    try:
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # a failed test leaves no server behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
     text = output.decode(errors="replace")
     assert "Traceback" not in text, text
     # 0: it had started and stopped cleanly; 130: interrupted while starting, said in one
