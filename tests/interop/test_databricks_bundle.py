@@ -248,7 +248,7 @@ def test_every_dashboard_panel_reads_the_same_rows_through_a_warehouse(
             client_secret=fake.client_secret,
             warehouse_id=fake.warehouse_id,
         )
-        through = WarehouseReader(lambda: warehouse, catalog=CATALOG, schema=SCHEMA)
+        through = WarehouseReader(warehouse, catalog=CATALOG, schema=SCHEMA)
         for panel, query in QUERIES.items():
             expected = query(duck, filters)
             assert normal(query(through, filters)) == normal(expected), panel

@@ -46,10 +46,10 @@ def dashboard(
         ),
     ] = None,
     catalog: Annotated[
-        str | None, typer.Option(help="With --warehouse-id: the views' Unity Catalog catalog.")
+        str | None, typer.Option(help="Through a SQL warehouse: the views' Unity Catalog catalog.")
     ] = None,
     schema: Annotated[
-        str | None, typer.Option(help="With --warehouse-id: the views' schema.")
+        str | None, typer.Option(help="Through a SQL warehouse: the views' schema.")
     ] = None,
     databricks_app: Annotated[
         bool,
@@ -101,7 +101,7 @@ def _reader(
     warehouse = warehouse_from_env(warehouse_id, "ciolake dashboard")
 
     def open_reader() -> Reader:
-        return WarehouseReader(lambda: warehouse, catalog=catalog, schema=schema)
+        return WarehouseReader(warehouse, catalog=catalog, schema=schema)
 
     return open_reader, f"{catalog}.{schema} (through a SQL warehouse)"
 

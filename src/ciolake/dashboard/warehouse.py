@@ -9,8 +9,7 @@ Execution API takes typed. The answer's text values are typed back by the column
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -102,12 +101,10 @@ def _value(text: str | None, kind: str) -> Any:
 class WarehouseReader:
     """The analytics views in ``catalog.schema``, read through a SQL warehouse."""
 
-    def __init__(self, connect: Callable[[], Warehouse], *, catalog: str, schema: str) -> None:
-        self._connect = connect
+    def __init__(self, warehouse: Warehouse, *, catalog: str, schema: str) -> None:
+        self._warehouse = warehouse
         self._catalog = catalog
         self._schema = schema
-        self._lock = threading.Lock()
-        self._warehouse: Warehouse | None = None
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one query on the warehouse; JSON-ready rows.
@@ -118,18 +115,12 @@ class WarehouseReader:
         """
         statement, parameters = spark_query(sql, params, catalog=self._catalog, schema=self._schema)
         try:
-            result = self._warehouse_now().execute(statement, parameters)
+            result = self._warehouse.execute(statement, parameters)
         except WorkspaceUnavailableError as exc:
             raise DashboardDataError(str(exc), reason="store_unavailable") from exc
         except StatementFailedError as exc:
             raise DashboardDataError(str(exc), reason="tables_unreadable") from exc
         return typed_rows(result)
-
-    def _warehouse_now(self) -> Warehouse:
-        with self._lock:
-            if self._warehouse is None:
-                self._warehouse = self._connect()
-            return self._warehouse
 
     def close(self) -> None:
         """Nothing to release: each query is one request."""
