@@ -266,18 +266,26 @@ class S3Server:
 
     endpoint: str
     bucket: str
+    # The credentials that may do anything (with ``iam``, an administrator's access key).
+    key_id: str = "test"
+    secret: str = "test"
 
     @property
     def env(self) -> dict[str, str]:
         """What `ciolake` (delta-rs) needs to write there: credentials, endpoint, safe commits."""
-        return s3_env(self.endpoint)
+        return s3_env(self.endpoint, self.key_id, self.secret)
+
+    @property
+    def boto_credentials(self) -> dict[str, str]:
+        """The administrator's credentials, as boto3 clients take them."""
+        return _boto_credentials(self.key_id, self.secret)
 
 
-def s3_env(endpoint: str) -> dict[str, str]:
+def s3_env(endpoint: str, key_id: str = "test", secret: str = "test") -> dict[str, str]:
     """Credentials and settings for an S3-compatible server at ``endpoint`` (no TLS)."""
     return {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ALLOW_HTTP": "true",
@@ -285,21 +293,37 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
+# The requests moto serves before it checks credentials, with ``iam``: the bucket, then an
+# administrator (user, access key, policy).
+_UNCHECKED_REQUESTS = 4
+_ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
 @contextmanager
-def s3_server(bucket: str = "lake") -> Iterator[S3Server]:
+def s3_server(bucket: str = "lake", *, iam: bool = False) -> Iterator[S3Server]:
     """moto's S3 server in a process of its own on a loopback port, stopped afterwards.
 
     Not in the test's process: delta-rs's storage handler holds the GIL while it waits for
     the store, so a server in the same interpreter would stall until the request times out.
+    With ``iam``, the server checks every request's credentials against its IAM users and
+    their policies (moto's ``INITIAL_NO_AUTH_ACTION_COUNT``), as AWS does: a key it deleted,
+    or one whose policy does not cover the object, is refused.
     """
     import boto3
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    if iam:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_UNCHECKED_REQUESTS)
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 30
@@ -313,7 +337,16 @@ def s3_server(bucket: str = "lake") -> Iterator[S3Server]:
                 time.sleep(0.1)
         client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
         client.create_bucket(Bucket=bucket)
-        yield S3Server(endpoint, bucket)
+        if not iam:
+            yield S3Server(endpoint, bucket)
+            return
+        admin = boto3.client("iam", endpoint_url=endpoint, **_boto_credentials())
+        admin.create_user(UserName="admin")
+        key = admin.create_access_key(UserName="admin")["AccessKey"]
+        admin.put_user_policy(
+            UserName="admin", PolicyName="all", PolicyDocument=json.dumps(_ADMIN_POLICY)
+        )
+        yield S3Server(endpoint, bucket, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -323,7 +356,7 @@ def s3_client(server: S3Server) -> Any:
     """A boto3 client of the test server: to look at or change the bucket behind ciolake."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=server.endpoint, **_boto_credentials())
+    return boto3.client("s3", endpoint_url=server.endpoint, **server.boto_credentials)
 
 
 def s3_keys(server: S3Server, prefix: str) -> list[str]:
@@ -336,10 +369,10 @@ def s3_keys(server: S3Server, prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def _boto_credentials() -> dict[str, str]:
+def _boto_credentials(key_id: str = "test", secret: str = "test") -> dict[str, str]:
     return {
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
+        "aws_access_key_id": key_id,
+        "aws_secret_access_key": secret,
         "region_name": "us-east-1",
     }
 
@@ -353,7 +386,7 @@ def s3_table_rows(server: S3Server | str, uri: str, columns: str = "*") -> list[
     endpoint = server if isinstance(server, str) else server.endpoint
     with _SHARED_READER_LOCK:
         if endpoint not in _S3_READERS:
-            _S3_READERS[endpoint] = s3_reader(endpoint)
+            _S3_READERS[endpoint] = s3_reader(server)
         cursor = _S3_READERS[endpoint].cursor()
     try:
         cursor.execute(f"SELECT {columns} FROM delta_scan('{uri}')")
@@ -365,13 +398,17 @@ def s3_table_rows(server: S3Server | str, uri: str, columns: str = "*") -> list[
 
 def s3_reader(server: S3Server | str) -> duckdb.DuckDBPyConnection:
     """DuckDB with its delta and httpfs extensions, pointed at the S3 test server."""
-    endpoint = server if isinstance(server, str) else server.endpoint
+    endpoint, key_id, secret = (
+        (server, "test", "test")
+        if isinstance(server, str)
+        else (server.endpoint, server.key_id, server.secret)
+    )
     connection = delta_reader()
     connection.execute("LOAD httpfs")
     host = endpoint.removeprefix("http://")
     connection.execute(
-        "CREATE SECRET test_s3 (TYPE S3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1',"
-        f" ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
+        f"CREATE SECRET test_s3 (TYPE S3, KEY_ID '{key_id}', SECRET '{secret}',"
+        f" REGION 'us-east-1', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
     )
     return connection
 

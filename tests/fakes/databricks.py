@@ -1,5 +1,6 @@
-"""A fake Databricks workspace on a loopback socket: OAuth for a service principal and the SQL
-Statement Execution API, speaking what databricks-sdk sends and reads.
+"""A fake Databricks workspace on a loopback socket: OAuth for a service principal, the SQL
+Statement Execution API and Unity Catalog's tables and credential vending, speaking what
+databricks-sdk sends and reads.
 
 - ``GET /.well-known/databricks-config``: the host's metadata, where the SDK (0.60 and later)
   finds the OIDC root;
@@ -14,6 +15,11 @@ Statement Execution API, speaking what databricks-sdk sends and reads.
   Spark session: ``spark_warehouse``) and answers ``SUCCEEDED`` with a ``JSON_ARRAY`` result
   inline (every value as text, the columns' ``type_name`` in the manifest), or ``FAILED`` with
   the engine's error; a request without the access token gets 401, an unknown warehouse 404.
+- ``GET /api/2.1/unity-catalog/tables/{full_name}``: a table of ``catalog_tables`` (the
+  API's ``TableInfo``), else 404 ``TABLE_DOES_NOT_EXIST``;
+- ``POST /api/2.0/unity-catalog/temporary-table-credentials``: the test's ``vend`` answers
+  for the table id (``aws_temp_credentials`` and ``expiration_time``, in ms), else 403;
+  with ``catalog_down``, both answer 503 ``TEMPORARILY_UNAVAILABLE``.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import datetime as dt
 import json
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import sqlglot
 from sqlglot import exp
@@ -47,6 +54,34 @@ class Answer:
 Execute = Callable[[str, Mapping[str, Any]], Answer]
 
 _STATEMENTS = "/api/2.0/sql/statements"
+_TABLES = "/api/2.1/unity-catalog/tables/"
+_CREDENTIALS = "/api/2.0/unity-catalog/temporary-table-credentials"
+# Vends credentials for a table id: the API's answer (``aws_temp_credentials``, ...).
+Vend = Callable[[str], dict[str, Any]]
+
+
+def catalog_table(
+    full_name: str, storage_location: str, *, table_type: str = "EXTERNAL"
+) -> dict[str, Any]:
+    """A Unity Catalog table as ``GET /api/2.1/unity-catalog/tables/{full_name}`` answers it."""
+    catalog, schema, name = full_name.split(".")
+    return {
+        "name": name,
+        "catalog_name": catalog,
+        "schema_name": schema,
+        "full_name": full_name,
+        "table_id": str(uuid.uuid5(uuid.NAMESPACE_URL, full_name)),
+        "table_type": table_type,
+        "data_source_format": "DELTA",
+        "storage_location": storage_location,
+    }
+
+
+def no_warehouse(statement: str, parameters: Mapping[str, Any]) -> Answer:
+    """The ``execute`` of a test that runs no statement."""
+    raise AssertionError(f"this test's workspace has no warehouse: {statement[:80]}")
+
+
 _SPARK_TYPE_NAMES = {"integer": "INT", "timestamp_ntz": "TIMESTAMP"}
 
 
@@ -139,10 +174,15 @@ class FakeWorkspace:
     running_polls: int = 0
     cancelled: list[str] = field(default_factory=list)
     pending: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    # Unity Catalog: tables by full name, and the credentials vended (table ids, in order).
+    catalog_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vend: Vend | None = None
+    vended: list[str] = field(default_factory=list)
+    catalog_down: bool = False
 
 
 @contextmanager
-def fake_workspace(execute: Execute) -> Iterator[FakeWorkspace]:
+def fake_workspace(execute: Execute = no_warehouse) -> Iterator[FakeWorkspace]:
     """A fake workspace on a free loopback port for the duration of the with-block."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     port = server.server_address[1]
@@ -184,6 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif self.path.startswith(_STATEMENTS) and self._authorized():
             self._poll(self.path.removeprefix(_STATEMENTS).strip("/"))
+        elif self.path.startswith(_TABLES) and self._authorized() and self._catalog_up():
+            self._table(unquote(self.path.removeprefix(_TABLES).split("?")[0]))
         elif not self._responded:
             self._json(404, {"error_code": "NOT_FOUND", "message": f"no {self.path}"})
 
@@ -194,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._token(body)
         elif self.path.rstrip("/") == _STATEMENTS and self._authorized():
             self._statement(body)
+        elif self.path == _CREDENTIALS and self._authorized() and self._catalog_up():
+            self._credentials(json.loads(body))
         elif self.path.endswith("/cancel") and self._authorized():
             statement_id = self.path.removeprefix(_STATEMENTS).removesuffix("/cancel").strip("/")
             self._workspace().cancelled.append(statement_id)
@@ -289,6 +333,31 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             },
         )
+
+    def _catalog_up(self) -> bool:
+        if not self._workspace().catalog_down:
+            return True
+        self._json(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "try again"})
+        return False
+
+    def _table(self, full_name: str) -> None:
+        table = self._workspace().catalog_tables.get(full_name)
+        if table is None:
+            message = f"Table '{full_name}' does not exist."
+            self._json(404, {"error_code": "TABLE_DOES_NOT_EXIST", "message": message})
+            return
+        self._json(200, table)
+
+    def _credentials(self, request: dict[str, Any]) -> None:
+        workspace = self._workspace()
+        table_id = request.get("table_id", "")
+        known = {t["table_id"] for t in workspace.catalog_tables.values()}
+        if workspace.vend is None or table_id not in known:
+            message = "EXTERNAL USE SCHEMA is required to access this table's storage"
+            self._json(403, {"error_code": "PERMISSION_DENIED", "message": message})
+            return
+        workspace.vended.append(table_id)
+        self._json(200, workspace.vend(table_id))
 
     def _workspace(self) -> FakeWorkspace:
         workspace: FakeWorkspace = self.server.workspace  # type: ignore[attr-defined]

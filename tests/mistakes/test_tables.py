@@ -289,7 +289,7 @@ def test_views_apply_names_a_data_directory_it_cannot_write(
 URI_COMMANDS = ["tables", "compact", "replay", "report"]
 
 
-@pytest.mark.parametrize("command", URI_COMMANDS)
+@pytest.mark.parametrize("command", [*URI_COMMANDS, "serve"])
 @pytest.mark.parametrize(
     ("uri", "fragment"),
     [("s3://", "names no bucket"), ("foo://x", "unsupported scheme foo://")],
@@ -580,3 +580,75 @@ def test_ctrl_c_in_replay_exits_130_and_leaves_the_tables_consistent(
     again = run_ciolake("replay", "--data-dir", data_dir)
     assert again.code == 0, again.stderr
     assert stored_events(data_dir) == before
+
+
+_NO_WORKSPACE = {"DATABRICKS_HOST": "", "DATABRICKS_CLIENT_ID": "", "DATABRICKS_CLIENT_SECRET": ""}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        pytest.param(
+            ("serve", "uc://main"), {}, (EXIT_USAGE, ["uc://catalog.schema"]), id="no-schema"
+        ),
+        pytest.param(
+            ("tables", "uc://main.ciolake.raw_events"),
+            {},
+            (EXIT_USAGE, ["uc://catalog.schema"]),
+            id="a-table-not-a-schema",
+        ),
+        pytest.param(
+            ("serve", "uc://main.ciolake"),
+            {},
+            (EXIT_USAGE, ["service principal", "DATABRICKS_HOST, DATABRICKS_CLIENT_ID"]),
+            id="not-signed-in",
+        ),
+        pytest.param(
+            ("serve", "uc://main.ciolake"),
+            {
+                "DATABRICKS_HOST": "http://127.0.0.1:9",
+                "DATABRICKS_CLIENT_ID": "sp",
+                "DATABRICKS_CLIENT_SECRET": "secret",
+                "CIOLAKE_STORE_TIMEOUT_S": "1",
+            },
+            (
+                EXIT_FAILURE,
+                ["Unity Catalog at http://127.0.0.1:9 cannot be reached", "needs its tables once"],
+            ),
+            id="workspace-away",
+        ),
+        pytest.param(
+            ("report", "uc://main.ciolake"),
+            {},
+            (EXIT_USAGE, ["DuckDB does not read tables through Unity Catalog", "--catalog main"]),
+            id="report",
+        ),
+        pytest.param(
+            ("check", "uc://main.ciolake"),
+            {},
+            (EXIT_USAGE, ["DuckDB does not read tables through Unity Catalog"]),
+            id="check",
+        ),
+    ],
+)
+def test_tables_in_unity_catalog_mistakes_are_one_line(
+    run_ciolake: RunCiolake,
+    tmp_path: Path,
+    args: tuple[str, str],
+    env: dict[str, str],
+    expected: tuple[int, list[str]],
+) -> None:
+    command, uri = args
+    ports = ["--port", "0", "--admin-port", "0"] if command == "serve" else []
+    result = run_ciolake(
+        command,
+        "--data-dir",
+        tmp_path / "d",
+        "--tables-uri",
+        uri,
+        *ports,
+        env={"CIOLAKE_SIGNING_KEYS": "k", **_NO_WORKSPACE, **env},
+        timeout=60,
+    )
+    code, fragments = expected
+    assert_one_line_error(result, code, *fragments)

@@ -19,9 +19,9 @@ from types import TracebackType
 from typing import Any
 
 from ciolake.analytics.views import base_statements, view_statements
-from ciolake.errors import ConfigurationError, TerminalError
+from ciolake.errors import ConfigurationError, InputError, TerminalError
 from ciolake.lake.health import check_tables
-from ciolake.lake.location import parse_location, require_location
+from ciolake.lake.location import TablesLocation, parse_location, require_location
 
 _MISSING = (
     "the analytics commands need DuckDB and its delta extension: install the analytics extra"
@@ -239,10 +239,29 @@ def check_lake(tables_uri: str) -> None:
         StoreUnavailableError: the object store cannot be reached.
         ConfigurationError: the location holds no ciolake tables yet.
     """
-    location = parse_location(tables_uri)
+    location = refuse_catalog(tables_uri)
     require_location(location)
     check_tables(location.uri)
     _check_tables(location.uri)
+
+
+def refuse_catalog(tables_uri: str) -> TablesLocation:
+    """The parsed location, unless it is a Unity Catalog schema, which DuckDB cannot read.
+
+    Raises:
+        InputError: the location is malformed, or is ``uc://catalog.schema``.
+    """
+    location = parse_location(tables_uri)
+    schema = location.catalog_schema
+    if schema is not None:
+        catalog, _, name = schema.partition(".")
+        raise InputError(
+            f"DuckDB does not read tables through Unity Catalog ({location.uri}): read them in"
+            f" Databricks (the bundle's dashboard and alerts, or `ciolake dashboard --catalog"
+            f" {catalog} --schema {name}`), or give --tables-uri their storage location with"
+            " credentials of its own"
+        )
+    return location
 
 
 def _check_tables(tables_uri: str) -> None:

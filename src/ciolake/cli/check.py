@@ -23,7 +23,7 @@ from ciolake.checks.rules import (
 )
 from ciolake.cli.options import DataDirOption, TablesUriOption
 from ciolake.lake.health import check_tables
-from ciolake.lake.location import parse_location, require_location
+from ciolake.lake.location import require_location
 from ciolake.settings import Settings, load_settings
 
 _DEFAULTS = Thresholds()
@@ -110,7 +110,9 @@ def check(
     """Evaluate the alerts once; exit 1 when any fired, 0 when none did."""
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
     # A table that cannot be read is not a finding among others: nothing about it is known.
-    location = parse_location(settings.tables_location)
+    from ciolake.analytics.duck import refuse_catalog  # noqa: PLC0415
+
+    location = refuse_catalog(settings.tables_location)
     require_location(location)
     check_tables(location.uri)
     thresholds = Thresholds(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ciolake.errors import ConfigurationError
+from ciolake.errors import ConfigurationError, InputError
 
 if TYPE_CHECKING:
     from ciolake.databricks.workspace import Warehouse
@@ -48,7 +48,11 @@ def setup(
     from ciolake.databricks import setup as tables  # noqa: PLC0415
     from ciolake.lake.location import parse_location  # noqa: PLC0415
 
-    parse_location(location)
+    if parse_location(location).catalog_schema is not None:
+        raise InputError(
+            f"--location {location}: give the storage path the tables live under (s3://,"
+            " abfss:// or gs://); uc://catalog.schema is what ciolake serve writes them through"
+        )
     warehouse = warehouse_from_env(warehouse_id, "ciolake databricks setup")
     console = Console(stderr=True)
     with console.status("setting up"):
@@ -59,6 +63,10 @@ def setup(
     for step in steps:
         summary.add_row(step.kind, step.name, step.action)
     Console().print(summary)
+    console.print(
+        f"ciolake writes them with --tables-uri uc://{catalog}.{schema} (credentials vended by"
+        f" Unity Catalog) or --tables-uri {location.rstrip('/')} (the storage's own)"
+    )
 
 
 def warehouse_from_env(warehouse_id: str | None, command: str) -> Warehouse:

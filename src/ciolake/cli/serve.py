@@ -96,6 +96,10 @@ def serve(
         log_level=log_level,
     )
     check_admin_exposure(settings.admin_host, settings.admin_token)
+    # A malformed tables location is bad input (exit 2), found before any process starts.
+    from ciolake.lake.location import parse_location  # noqa: PLC0415
+
+    parse_location(settings.tables_location)
     if not settings.signing_keys:
         settings = _with_dev_key(settings) if dev_key else _no_keys()
     sys.stdout.flush()

@@ -1,10 +1,13 @@
-"""A Databricks workspace's SQL warehouse: the one importer of ``databricks-sdk``.
+"""A Databricks workspace's SQL warehouse and Unity Catalog: the one importer of
+``databricks-sdk``.
 
 OAuth machine-to-machine with a service principal (``DATABRICKS_HOST``,
 ``DATABRICKS_CLIENT_ID``, ``DATABRICKS_CLIENT_SECRET``): the SDK fetches and refreshes the
 token. Statements run through the SQL Statement Execution API on one warehouse, waited for
 until they finish; a failed statement is a ``StatementFailedError`` with the warehouse's own
-message, a workspace that cannot be reached a ``WorkspaceUnavailableError``.
+message, a workspace that cannot be reached a ``WorkspaceUnavailableError``. Unity Catalog
+gives a table's storage location and, through credential vending, short-lived credentials
+for it (``Catalog``).
 """
 
 from __future__ import annotations
@@ -114,16 +117,150 @@ def connect(
     Raises:
         ConfigurationError: the ``databricks`` extra is not installed.
     """
+    client = _client(host=host, client_id=client_id, client_secret=client_secret)
+    return Warehouse(client, warehouse_id, timeout_s=timeout_s)
+
+
+def connect_catalog(*, host: str, client_id: str, client_secret: str, timeout_s: float) -> Catalog:
+    """The Unity Catalog of the workspace at ``host``, as the service principal ``client_id``;
+    a call that gets no answer, or keeps failing, gives up after ``timeout_s`` (the SDK's
+    own default retries for five minutes, a stall the committer cannot afford).
+
+    Raises:
+        ConfigurationError: the ``databricks`` extra is not installed.
+        WorkspaceUnavailableError: the workspace cannot be reached or refused to sign in.
+    """
+    try:
+        client = _client(
+            host=host, client_id=client_id, client_secret=client_secret, timeout_s=timeout_s
+        )
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # the SDK signs in at once, raising ValueError and others
+        raise WorkspaceUnavailableError(_short(exc)) from exc
+    return Catalog(client)
+
+
+def _client(
+    *, host: str, client_id: str, client_secret: str, timeout_s: float | None = None
+) -> Any:
     try:
         from databricks.sdk import WorkspaceClient  # noqa: PLC0415
+        from databricks.sdk.config import Config  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigurationError(
-            "ciolake databricks needs databricks-sdk: pip install 'ciolake[databricks]'"
+            "ciolake in Databricks needs databricks-sdk: pip install 'ciolake[databricks]'"
         ) from exc
-    client = WorkspaceClient(
-        host=host, client_id=client_id, client_secret=client_secret, auth_type="oauth-m2m"
+    config = Config(
+        host=host,
+        client_id=client_id,
+        client_secret=client_secret,
+        auth_type="oauth-m2m",
+        http_timeout_seconds=timeout_s,
+        retry_timeout_seconds=None if timeout_s is None else max(int(timeout_s), 1),
     )
-    return Warehouse(client, warehouse_id, timeout_s=timeout_s)
+    return WorkspaceClient(config=config)
+
+
+class TableNotInCatalogError(TerminalError):
+    """Unity Catalog has no such table, or refuses to say (no privilege on it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTable:
+    """What Unity Catalog says of a table: its id, kind (``EXTERNAL``, ``MANAGED``, ...),
+    format (``DELTA``, ...) and storage location."""
+
+    full_name: str
+    table_id: str
+    table_type: str
+    data_source_format: str
+    storage_location: str
+
+
+@dataclass(frozen=True, slots=True)
+class VendedCredentials:
+    """Short-lived credentials for one table's storage, as object_store configuration keys
+    (``aws_access_key_id``, ..., or ``azure_storage_sas_token``), and when they expire
+    (seconds since the epoch)."""
+
+    options: dict[str, str]
+    expires_at: float
+
+
+class Catalog:
+    """Tables and their credentials, from a workspace's Unity Catalog."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def table(self, full_name: str) -> CatalogTable:
+        """Table ``full_name`` (``catalog.schema.table``).
+
+        Raises:
+            TableNotInCatalogError: there is no such table (or no privilege to see it).
+            WorkspaceUnavailableError: the workspace cannot be reached or refused the call.
+        """
+        from databricks.sdk.errors import NotFound, PermissionDenied  # noqa: PLC0415
+
+        try:
+            info = self._client.tables.get(full_name)
+        except (NotFound, PermissionDenied) as exc:
+            raise TableNotInCatalogError(f"{full_name}: {_short_cause(exc)}") from exc
+        except Exception as exc:
+            raise WorkspaceUnavailableError(_short(exc)) from exc
+        return CatalogTable(
+            full_name=full_name,
+            table_id=info.table_id or "",
+            table_type=info.table_type.value if info.table_type else "",
+            data_source_format=info.data_source_format.value if info.data_source_format else "",
+            storage_location=info.storage_location or "",
+        )
+
+    def credentials(self, table_id: str) -> VendedCredentials:
+        """Read-and-write credentials for table ``table_id``'s storage (credential vending).
+
+        Raises:
+            TableNotInCatalogError: Unity Catalog refuses to vend them (no ``EXTERNAL USE
+                SCHEMA`` privilege, external data access off in the metastore), or vends
+                a kind of credential ciolake cannot use.
+            WorkspaceUnavailableError: the workspace cannot be reached or refused the call.
+        """
+        from databricks.sdk.errors import NotFound, PermissionDenied  # noqa: PLC0415
+        from databricks.sdk.service.catalog import TableOperation  # noqa: PLC0415
+
+        try:
+            vended = self._client.temporary_table_credentials.generate_temporary_table_credentials(
+                operation=TableOperation.READ_WRITE, table_id=table_id
+            )
+        except (NotFound, PermissionDenied) as exc:
+            raise TableNotInCatalogError(
+                f"no credentials for table {table_id}: {_short_cause(exc)}"
+            ) from exc
+        except Exception as exc:
+            raise WorkspaceUnavailableError(_short(exc)) from exc
+        return VendedCredentials(_store_options(vended), (vended.expiration_time or 0) / 1000)
+
+
+def _store_options(vended: Any) -> dict[str, str]:
+    aws = vended.aws_temp_credentials
+    if aws is not None and aws.access_key_id and aws.secret_access_key:
+        options = {
+            "aws_access_key_id": aws.access_key_id,
+            "aws_secret_access_key": aws.secret_access_key,
+        }
+        if aws.session_token:
+            options["aws_session_token"] = aws.session_token
+        return options
+    azure = vended.azure_user_delegation_sas
+    if azure is not None and azure.sas_token:
+        return {"azure_storage_sas_token": azure.sas_token}
+    kinds = [k for k in ("gcp_oauth_token", "r2_temp_credentials") if getattr(vended, k, None)]
+    raise TableNotInCatalogError(
+        f"Unity Catalog vended {', '.join(kinds) or 'no credentials'}; ciolake writes through"
+        " vended credentials to S3 and ADLS only: pass the tables' storage location as"
+        " --tables-uri with credentials of its own instead"
+    )
 
 
 def _sql_module() -> Any:
@@ -147,5 +284,10 @@ def _result(statement: str, response: Any) -> Result:
 
 
 def _short(exc: BaseException) -> str:
+    return f"cannot use the Databricks workspace: {_short_cause(exc)}"
+
+
+def _short_cause(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"cannot use the Databricks workspace: {text[0] if text else type(exc).__name__}"
+    # The SDK appends its whole configuration ("... . Config: host=..., Env: ...").
+    return text[0].partition(". Config: ")[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from ciolake.errors import StoreUnavailableError, TerminalError
 from ciolake.lake.delta import DeltaTable
 from ciolake.lake.health import open_table, store_errors, translated
-from ciolake.lake.location import TablesLocation
+from ciolake.lake.location import TablesLocation, storage_options
 from ciolake.lake.table_files import TableFiles
 from ciolake.lake.tables import ALL_SPECS
 
@@ -37,6 +37,7 @@ class TableChanges:
         self.location = location
         self.name = name
         self._table: DeltaTable | None = None
+        self._options: dict[str, str] = {}
 
     def latest_version(self) -> int:
         """The table's latest version, or -1 if it does not exist yet.
@@ -44,8 +45,12 @@ class TableChanges:
         Raises:
             TableUnreadableError, StoreUnavailableError: as ``health.open_table``.
         """
-        if self._table is None:
+        with store_errors(self.location, self.name):
+            # Changed only when a table in Unity Catalog had its credentials renewed.
+            options = storage_options(self.location, self.name)
+        if self._table is None or options != self._options:
             self._table = open_table(self.location, self.name)
+            self._options = options
         else:
             with store_errors(self.location, self.name):
                 self._table.update_incremental()

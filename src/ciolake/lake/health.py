@@ -88,7 +88,7 @@ def open_table(
     if location.path is not None and not _local_log_exists(location.path / name, name, uri):
         return None
     try:
-        return DeltaTable(uri, version=version, storage_options=storage_options(location))
+        return DeltaTable(uri, version=version, storage_options=storage_options(location, name))
     except TableNotFoundError as exc:
         if location.remote:
             return None

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ciolake.errors import InputError
+from ciolake.lake.catalog import unity_tables
 from ciolake.settings import read_store_timeout
 
 # Object stores delta-rs reaches, by URI scheme (what each needs after the scheme).
@@ -26,6 +27,8 @@ REMOTE_SCHEMES: dict[str, str] = {
     "az": "az://container/path",
     "abfs": "abfs://container@account.dfs.core.windows.net/path",
     "abfss": "abfss://container@account.dfs.core.windows.net/path",
+    # Unity Catalog's external tables, through credential vending (``lake/catalog.py``).
+    "uc": "uc://catalog.schema",
 }
 SUPPORTED = "a local path, file:///path, " + ", ".join(REMOTE_SCHEMES.values())
 
@@ -39,6 +42,7 @@ RETRY_TIMEOUT_S = 10.0
 MAX_RETRIES = "3"
 
 _SCHEME_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+_CATALOG_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +64,21 @@ class TablesLocation:
         """Whether the tables are in an object store."""
         return self.path is None
 
+    @property
+    def catalog_schema(self) -> str | None:
+        """``catalog.schema`` for tables in Unity Catalog, else None."""
+        return self.uri.removeprefix("uc://") if self.scheme == "uc" else None
+
     def table_uri(self, name: str) -> str:
-        """Where table ``name`` lives."""
+        """Where table ``name`` lives.
+
+        Raises:
+            TableUnreadableError, StoreUnavailableError, ConfigurationError: Unity Catalog
+                cannot say (``lake/catalog.py``).
+        """
+        schema = self.catalog_schema
+        if schema is not None:
+            return unity_tables(schema).uri(name)
         return f"{self.uri}/{name}"
 
 
@@ -88,9 +105,20 @@ def parse_location(uri: str) -> TablesLocation:
         raise InputError(
             f"tables location {uri!r}: unsupported scheme {parts.scheme}://; use {SUPPORTED}"
         )
+    if scheme == "uc":
+        return _catalog_schema(uri, parts.netloc, parts.path)
     if not parts.netloc or parts.netloc.startswith("@"):
         raise InputError(f"tables location {uri!r} names no bucket or container: use {example}")
     return TablesLocation(text.rstrip("/"), scheme, None)
+
+
+def _catalog_schema(uri: str, netloc: str, path: str) -> TablesLocation:
+    if path.strip("/") or not _CATALOG_SCHEMA.match(netloc):
+        raise InputError(
+            f"tables location {uri!r}: name a Unity Catalog schema as uc://catalog.schema"
+            " (letters, digits and underscores)"
+        )
+    return TablesLocation(f"uc://{netloc}", "uc", None)
 
 
 def _local(text: str) -> TablesLocation:
@@ -101,21 +129,34 @@ def _local(text: str) -> TablesLocation:
     return TablesLocation(str(path), "file", path)
 
 
-def storage_options(location: TablesLocation | str) -> dict[str, str]:
-    """The delta-rs storage options for every call on ``location``'s tables.
+def storage_options(location: TablesLocation | str, name: str | None = None) -> dict[str, str]:
+    """The delta-rs storage options for a call on table ``name`` under ``location``.
 
-    Local tables need none; object stores get their time limits (see the module).
+    Local tables need none; object stores get their time limits (see the module), and tables
+    in Unity Catalog their current credentials as well (``name`` is required for those: a
+    caller that keeps a table open compares the options at each use and reopens it when they
+    changed).
+
+    Raises:
+        TableUnreadableError, StoreUnavailableError, ConfigurationError: Unity Catalog
+            cannot vend the credentials (``lake/catalog.py``).
     """
     parsed = parse_location(location) if isinstance(location, str) else location
     if not parsed.remote:
         return {}
     limits = store_time_limits()
-    return {
+    options = {
         "connect_timeout": f"{limits.connect_s}s",
         "timeout": f"{limits.request_s}s",
         "retry_timeout": f"{limits.retry_s}s",
         "max_retries": MAX_RETRIES,
     }
+    schema = parsed.catalog_schema
+    if schema is None:
+        return options
+    if name is None:
+        raise ValueError("storage options of a Unity Catalog table need its name")
+    return options | unity_tables(schema).options(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ def _compacted(
     retention_hours: int,
 ) -> CompactionResult:
     uri = location.table_uri(table)
-    options = storage_options(location)
+    options = storage_options(location, table)
     column = ALL_SPECS[table].partition_by
     filters = [(column, "<", before.isoformat())] if before else None
     files_before = len(opened.file_uris())

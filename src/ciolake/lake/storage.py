@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -33,6 +34,7 @@ from obstore.exceptions import NotFoundError
 from obstore.store import ObjectStore, from_url
 
 from ciolake.journal.fsync import fsync_directory, fsync_path
+from ciolake.lake.catalog import unity_tables
 from ciolake.lake.delta import DeltaStorageHandler
 from ciolake.lake.location import (
     MAX_RETRIES,
@@ -97,16 +99,20 @@ def table_storage(location: TablesLocation, name: str) -> TableStorage:
     if location.path is not None:
         return LocalStorage(location.path / name)
     uri = location.table_uri(name)
-    handler = DeltaStorageHandler(uri, storage_options(location))
-    return ObjectStorage(uri, pafs.PyFileSystem(handler), object_store(uri))
+    handler = DeltaStorageHandler(uri, storage_options(location, name))
+    schema = location.catalog_schema
+    vended = None if schema is None else partial(unity_tables(schema).credential, name)
+    return ObjectStorage(uri, pafs.PyFileSystem(handler), object_store(uri, credentials=vended))
 
 
-def object_store(uri: str) -> ObjectStore:
+def object_store(uri: str, *, credentials: Callable[[], Any] | None = None) -> ObjectStore:
     """An obstore client of ``uri``, with the location's time limits (``lake/location.py``)
-    and the credentials of the environment, as delta-rs reads them."""
+    and the credentials of the environment, as delta-rs reads them, or those ``credentials``
+    gives (a table in Unity Catalog: asked again when they are due for renewal)."""
     limits = store_time_limits()
     return from_url(
         uri,
+        credential_provider=credentials,
         client_options={
             "connect_timeout": f"{limits.connect_s}s",
             "timeout": f"{limits.request_s}s",

@@ -71,7 +71,7 @@ def _create(location: TablesLocation, name: str) -> DeltaTable:
             spec.schema,
             mode="ignore",
             partition_by=[spec.partition_by],
-            storage_options=location_options(location),
+            storage_options=location_options(location, name),
             configuration=TABLE_PROPERTIES,
         )
 
@@ -113,11 +113,12 @@ class DeltaWriter:
         # Per table, the owner's instance number found at the first read (a writer before).
         self._owner_at_start: dict[str, int | None] = {}
         self._location = parse_location(tables_uri)
-        self._root = self._location.uri
-        # The location's time limits, for every call on an object store.
-        self._storage_options = location_options(self._location)
         self._tables: dict[str, DeltaTable] = {}
-        self._storages = {name: table_storage(self._location, name) for name in self._names}
+        # The storage options each table was opened with (a table in Unity Catalog is opened
+        # again when its credentials are renewed).
+        self._opened_with: dict[str, dict[str, str]] = {}
+        # Made at first use: a table in Unity Catalog is resolved then, not at construction.
+        self._storages: dict[str, TableStorage] = {}
         self._small_files = {name: SmallFiles() for name in self._names}
         # One merge at a time: two at once doubled what merging adds to the peak memory.
         self._merging = threading.Lock()
@@ -130,7 +131,7 @@ class DeltaWriter:
 
     def table_uri(self, name: str) -> str:
         """Where table ``name`` lives."""
-        return f"{self._root}/{name}"
+        return self._location.table_uri(name)
 
     def ensure_tables(self) -> None:
         """Create every table that does not exist yet, with its schema and partitioning.
@@ -143,7 +144,8 @@ class DeltaWriter:
             StoreUnavailableError: the object store cannot be reached.
         """
         for name, table in ensure_tables(self._location, names=self._names).items():
-            self._track(name, table)
+            with store_errors(self._location, name):
+                self._track(name, table, location_options(self._location, name))
 
     def committed_versions(self, streams: Iterable[int]) -> dict[str, dict[int, int]]:
         """Per table and journal stream, the last sequence number committed (0 if none)."""
@@ -151,8 +153,9 @@ class DeltaWriter:
         versions: dict[str, dict[int, int]] = {}
         for name in self._names:
             with store_errors(self._location, name):
-                table = DeltaTable(self.table_uri(name), storage_options=self._storage_options)
-            self._track(name, table)
+                options = location_options(self._location, name)
+                table = DeltaTable(self.table_uri(name), storage_options=options)
+            self._track(name, table, options)
             versions[name] = {k: self._transaction_version(table, k) for k in wanted}
             self._check_owner(name, table, versions[name])
             self._txn.setdefault(name, {}).update(versions[name])
@@ -182,9 +185,26 @@ class DeltaWriter:
     def _transaction_version(self, table: DeltaTable, stream: int) -> int:
         return table.transaction_version(app_id(self._stream_base + stream)) or 0
 
-    def _track(self, name: str, table: DeltaTable) -> None:
+    def _track(self, name: str, table: DeltaTable, options: dict[str, str]) -> None:
         self._tables[name] = table
+        self._opened_with[name] = options
         self._small_files[name].forget()
+
+    def _table(self, name: str) -> DeltaTable:
+        """Table ``name`` as tracked, opened again if its credentials were renewed since."""
+        with store_errors(self._location, name):
+            options = location_options(self._location, name)
+            if options != self._opened_with.get(name):
+                table = DeltaTable(self.table_uri(name), storage_options=options)
+                self._track(name, table, options)
+        return self._tables[name]
+
+    def _storage(self, name: str) -> TableStorage:
+        storage = self._storages.get(name)
+        if storage is None:
+            with store_errors(self._location, name):
+                storage = self._storages[name] = table_storage(self._location, name)
+        return storage
 
     def append_all(
         self,
@@ -243,9 +263,9 @@ class DeltaWriter:
         if base:
             rows = _shift_streams(rows, base)
         spec = ALL_SPECS[name]
-        storage = self._storages[name]
+        storage = self._storage(name)
+        table = self._table(name)
         files = write_files(storage, rows, partition_by=spec.partition_by)
-        table = self._tables[name]
         before = table.version()
         try:
             after = commit_files(
@@ -283,7 +303,7 @@ class DeltaWriter:
     def _merge(self, name: str, group: list[DataFile]) -> DataFile | None:
         # A merge only saves work: when it fails, its files stay as they are, for the
         # closed-day compaction, and the batch it follows is committed all the same.
-        storage = self._storages[name]
+        storage = self._storage(name)
         try:
             with self._merging:
                 merged = merge_files(storage, group)

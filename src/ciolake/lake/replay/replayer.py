@@ -490,7 +490,7 @@ class Replayer:
         (
             DeltaTable(
                 self._location.table_uri(QUARANTINE),
-                storage_options=storage_options(self._location),
+                storage_options=storage_options(self._location, QUARANTINE),
             )
             .merge(
                 keys,
