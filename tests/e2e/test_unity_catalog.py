@@ -143,14 +143,16 @@ def test_a_receiver_and_a_deriver_write_through_vended_credentials_and_renew_the
     )
     with pytest.raises(ClientError, match="InvalidAccessKeyId"):
         expired.put_object(Bucket=s3.bucket, Key=f"{PREFIX}/raw_events/x", Body=b"x")
-    latest = raw_keys[-1]
+    # A key of raw_events, valid (vended now), reaches raw_events' prefix only.
+    fresh = vending(raw_id)["aws_temp_credentials"]
     scoped = boto3.client(
         "s3",
         endpoint_url=s3.endpoint,
-        aws_access_key_id=latest.key_id,
-        aws_secret_access_key=latest.secret,
+        aws_access_key_id=fresh["access_key_id"],
+        aws_secret_access_key=fresh["secret_access_key"],
         region_name="us-east-1",
     )
+    scoped.put_object(Bucket=s3.bucket, Key=f"{PREFIX}/raw_events/x", Body=b"x")
     with pytest.raises(ClientError, match="AccessDenied"):
         scoped.put_object(Bucket=s3.bucket, Key=f"{PREFIX}/email_events/x", Body=b"x")
 
