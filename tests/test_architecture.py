@@ -67,6 +67,7 @@ def within(module: str, *rooms: str) -> bool:
         ("duckdb", ("ciolake.analytics.duck",)),
         ("pyspark", ("ciolake.derive.spark_job",)),
         ("databricks.sdk", ("ciolake.databricks.workspace",)),
+        ("zerobus", ("ciolake.databricks.zerobus",)),
         ("httpx", ("ciolake.customerio", "ciolake.checks")),
     ],
 )

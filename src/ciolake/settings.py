@@ -47,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     role: str = "all"
     receiver_id: int = 0
+    sink: str = "delta"
+    zerobus_endpoint: str | None = None
+    zerobus_table: str | None = None
+    zerobus_streams: int = 1
 
     @property
     def stream_base(self) -> int:
@@ -114,6 +118,12 @@ ROLES = ("all", "receiver")
 # r * STREAMS_PER_RECEIVER + k in the tables and their app transactions.
 STREAMS_PER_RECEIVER = 1000
 MAX_RECEIVER_ID = 999_999
+# ``serve --sink``: ``delta`` writes the Delta tables; ``zerobus`` sends raw events to a Unity
+# Catalog managed table through Zerobus Ingest (``databricks/zerobus.py``).
+SINKS = ("delta", "zerobus")
+# Zerobus takes records of up to about 10 MB; a raw_events row holds the body, or its base64.
+ZEROBUS_MAX_RECORD_BYTES = 10_000_000
+_ZEROBUS_ROW_OVERHEAD = 4_096
 
 _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_HOST": "host",
@@ -146,6 +156,10 @@ _ENV_NAMES: dict[str, str] = {
     "CIOLAKE_LOG_LEVEL": "log_level",
     "CIOLAKE_ROLE": "role",
     "CIOLAKE_RECEIVER_ID": "receiver_id",
+    "CIOLAKE_SINK": "sink",
+    "CIOLAKE_ZEROBUS_ENDPOINT": "zerobus_endpoint",
+    "CIOLAKE_ZEROBUS_TABLE": "zerobus_table",
+    "CIOLAKE_ZEROBUS_STREAMS": "zerobus_streams",
 }
 
 
@@ -238,6 +252,7 @@ _FLAGGED = {
     "tables_uri",
     "role",
     "receiver_id",
+    "sink",
 }
 _KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
 
@@ -312,6 +327,7 @@ def _check_ranges(settings: Settings) -> None:
     if settings.timestamp_tolerance_s < 0:
         raise ConfigurationError("invalid setting: timestamp_tolerance_s must be >= 0")
     _check_role(settings)
+    _check_sink(settings)
     if not 0 <= settings.background_nice <= 19:
         raise ConfigurationError(
             "invalid setting: background_nice must be 0 (off) to 19,"
@@ -322,6 +338,45 @@ def _check_ranges(settings: Settings) -> None:
 def _require_between(name: str, value: int, highest: int) -> None:
     if not 0 <= value <= highest:
         raise ConfigurationError(f"invalid setting: {name} must be 0 to {highest}, got {value}")
+
+
+def _check_sink(settings: Settings) -> None:
+    if settings.sink not in SINKS:
+        raise ConfigurationError(
+            f"invalid setting: sink must be one of {', '.join(SINKS)}, got {settings.sink!r}"
+        )
+    if settings.sink != "zerobus":
+        return
+    missing = [
+        env
+        for env, value in (
+            ("CIOLAKE_ZEROBUS_ENDPOINT", settings.zerobus_endpoint),
+            ("CIOLAKE_ZEROBUS_TABLE", settings.zerobus_table),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"--sink zerobus needs {' and '.join(missing)} (the Zerobus endpoint of the workspace,"
+            " https://<workspace-id>.zerobus.<region>.cloud.databricks.com, and the managed"
+            " table, catalog.schema.table)"
+        )
+    if len((settings.zerobus_table or "").split(".")) != 3:
+        raise ConfigurationError(
+            f"invalid setting: zerobus_table must be catalog.schema.table,"
+            f" got {settings.zerobus_table!r}"
+        )
+    if settings.zerobus_streams < 1:
+        raise ConfigurationError("invalid setting: zerobus_streams must be 1 or more")
+    # A body that is not UTF-8 travels as base64, a third longer.
+    largest = settings.max_body_bytes * 4 // 3 + _ZEROBUS_ROW_OVERHEAD
+    if largest > ZEROBUS_MAX_RECORD_BYTES:
+        raise ConfigurationError(
+            f"invalid setting: with --sink zerobus, max_body_bytes must leave a record under"
+            f" Zerobus's {ZEROBUS_MAX_RECORD_BYTES:,} bytes: at most"
+            f" {(ZEROBUS_MAX_RECORD_BYTES - _ZEROBUS_ROW_OVERHEAD) * 3 // 4:,},"
+            f" got {settings.max_body_bytes:,}"
+        )
 
 
 def _check_role(settings: Settings) -> None:

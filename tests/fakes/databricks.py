@@ -168,6 +168,8 @@ class FakeWorkspace:
     client_id: str
     client_secret: str
     warehouse_id: str
+    # The one access token the token endpoint issues (other fakes of the workspace check it).
+    access_token: str
     statements: list[str] = field(default_factory=list)
     tokens_issued: int = 0
     # Polls a statement answers RUNNING to before its result, as a busy warehouse does.
@@ -191,10 +193,10 @@ def fake_workspace(execute: Execute = no_warehouse) -> Iterator[FakeWorkspace]:
         client_id="ciolake-sp",
         client_secret=secrets.token_hex(16),
         warehouse_id="fake-warehouse",
+        access_token=secrets.token_hex(16),
     )
     server.workspace = workspace  # type: ignore[attr-defined]
     server.execute = execute  # type: ignore[attr-defined]
-    server.token = secrets.token_hex(16)  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -257,11 +259,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(401, {"error": "invalid_client", "error_description": "bad credentials"})
             return
         workspace.tokens_issued += 1
-        token = self.server.token  # type: ignore[attr-defined]
+        token = self._workspace().access_token
         self._json(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 
     def _authorized(self) -> bool:
-        token = self.server.token  # type: ignore[attr-defined]
+        token = self._workspace().access_token
         if self.headers.get("Authorization") == f"Bearer {token}":
             return True
         self._json(401, {"error_code": "UNAUTHENTICATED", "message": "no valid token"})

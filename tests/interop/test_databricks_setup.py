@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pytest
 
 from ciolake.analytics.views import view_names
+from ciolake.databricks.zerobus import json_records
 from ciolake.derive.spark import external_table_ddl
 from ciolake.lake.tables import ALL_SPECS
 from tests.fakes.databricks import FakeWorkspace, fake_workspace, spark_warehouse
@@ -37,10 +39,10 @@ def workspace(spark: SparkSession) -> Iterator[FakeWorkspace]:
 
 
 def run_setup(
-    workspace: FakeWorkspace, location: Path, **env: str
+    workspace: FakeWorkspace, location: Path, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "ciolake", "databricks", "setup", "--catalog", CATALOG]
-    command += ["--schema", SCHEMA, "--location", str(location)]
+    command += ["--schema", SCHEMA, "--location", str(location), *args]
     environment = {
         **os.environ,
         "DATABRICKS_HOST": workspace.url,
@@ -134,3 +136,42 @@ def test_wrong_credentials_and_missing_settings_are_one_line(
     missing = run_setup(workspace, tmp_path / "lake", DATABRICKS_WAREHOUSE_ID="")
     assert missing.returncode == 2
     assert "needs --warehouse-id or DATABRICKS_WAREHOUSE_ID" in missing.stderr
+
+
+def test_setup_makes_the_managed_table_zerobus_lands_raw_events_in(
+    spark: SparkSession, workspace: FakeWorkspace, tmp_path: Path
+) -> None:
+    done = run_setup(workspace, tmp_path / "lake", "--zerobus-table", "raw_events_zerobus")
+    assert done.returncode == 0, done.stderr
+    assert f"{CATALOG}.{SCHEMA}.raw_events_zerobus" in done.stdout
+    managed = f"{CATALOG}.{SCHEMA}.raw_events_zerobus"
+    raw = f"{CATALOG}.{SCHEMA}.raw_events"
+    assert spark.table(managed).schema == spark.table(raw).schema
+    detail = spark.sql(f"DESCRIBE DETAIL {managed}").collect()[0]
+    assert detail["partitionColumns"] == []
+
+    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import types as T  # noqa: N812
+
+    # ciolake's records, as Zerobus maps them (microseconds to TIMESTAMP, days to DATE), are
+    # the rows ciolake writes to raw_events itself.
+    settings = make_settings(tmp_path / "ciolake", tables_uri=str(tmp_path / "lake"))
+    receive(settings, [(body, False) for body in make_bodies(25, seed=9)])
+    written = pa.table(spark.table(raw).toArrow()).cast(ALL_SPECS["raw_events"].schema)
+    records = spark.createDataFrame([(r,) for r in json_records(written)], "record string")
+    as_sent = {"timestamp": T.LongType(), "date": T.IntegerType()}
+    schema = T.StructType(
+        [
+            T.StructField(f.name, as_sent.get(f.dataType.typeName(), f.dataType))
+            for f in spark.table(managed).schema
+        ]
+    )
+    landed = records.select(F.from_json("record", schema).alias("r")).select("r.*")
+    landed = landed.withColumn("received_at", F.timestamp_micros("received_at"))
+    landed = landed.withColumn("received_date", F.date_from_unix_date("received_date"))
+    landed.select(*spark.table(managed).columns).write.insertInto(managed)
+    ordered = "ORDER BY journal_stream, journal_lsn"
+    assert (
+        spark.sql(f"SELECT * FROM {managed} {ordered}").collect()
+        == spark.sql(f"SELECT * FROM {raw} {ordered}").collect()
+    )

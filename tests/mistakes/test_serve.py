@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fakes.databricks import fake_workspace
+from tests.fakes.zerobus import FakeZerobus, ZerobusServer
 from tests.mistakes.conftest import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -237,3 +239,60 @@ def test_dashboard_through_a_warehouse_says_what_is_missing(
         "dashboard", "--data-dir", tmp_path / "d", *args, env={**clean, **env}, timeout=30
     )
     assert_one_line_error(result, EXIT_USAGE, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        pytest.param(
+            {"CIOLAKE_SINK": "zerobus"},
+            ["--sink zerobus needs CIOLAKE_ZEROBUS_ENDPOINT and CIOLAKE_ZEROBUS_TABLE"],
+            id="no-endpoint",
+        ),
+        pytest.param(
+            {
+                "CIOLAKE_SINK": "zerobus",
+                "CIOLAKE_ZEROBUS_ENDPOINT": "https://1.zerobus.example.com",
+                "CIOLAKE_ZEROBUS_TABLE": "main.ciolake.raw",
+                "DATABRICKS_HOST": "",
+            },
+            ["service principal", "DATABRICKS_HOST"],
+            id="not-signed-in",
+        ),
+    ],
+)
+def test_zerobus_sink_settings_are_one_line_and_exit_2(
+    run_ciolake: RunCiolake, tmp_path: Path, env: dict[str, str], fragments: list[str]
+) -> None:
+    result = run_ciolake("serve", "--data-dir", tmp_path / "d", env={**KEY_ENV, **env})
+    assert_one_line_error(result, EXIT_USAGE, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("secret", "table", "fragment"),
+    [
+        ("not-the-secret", "main.ciolake.raw", "invalid_client"),
+        (None, "main.ciolake.missing", "does not exist"),
+    ],
+    ids=["wrong-secret", "missing-table"],
+)
+def test_a_zerobus_that_refuses_at_start_is_one_line_and_exit_1(
+    run_ciolake: RunCiolake, tmp_path: Path, secret: str | None, table: str, fragment: str
+) -> None:
+    with fake_workspace() as workspace:
+        zerobus = ZerobusServer(FakeZerobus(workspace.access_token, {"main.ciolake.raw"}))
+        try:
+            env = {
+                **KEY_ENV,
+                "CIOLAKE_SINK": "zerobus",
+                "CIOLAKE_ZEROBUS_ENDPOINT": zerobus.fake.endpoint,
+                "CIOLAKE_ZEROBUS_TABLE": table,
+                "DATABRICKS_HOST": workspace.url,
+                "DATABRICKS_CLIENT_ID": workspace.client_id,
+                "DATABRICKS_CLIENT_SECRET": secret or workspace.client_secret,
+            }
+            ports = ("--port", "0", "--admin-port", "0")
+            result = run_ciolake("serve", "--data-dir", tmp_path / "d", *ports, env=env)
+        finally:
+            zerobus.stop()
+    assert_one_line_error(result, EXIT_FAILURE, "refused (non-retriable)", table, fragment)

@@ -37,6 +37,13 @@ def setup(
         str | None,
         typer.Option(help="SQL warehouse that runs the statements [env DATABRICKS_WAREHOUSE_ID]."),
     ] = None,
+    zerobus_table: Annotated[
+        str | None,
+        typer.Option(
+            help="Also create this managed table in the schema, with raw_events' columns, for"
+            " serve --sink zerobus to land raw events in (CIOLAKE_ZEROBUS_TABLE)."
+        ),
+    ] = None,
 ) -> None:
     """Create ciolake's tables as Unity Catalog external tables and its views; idempotent.
 
@@ -56,7 +63,13 @@ def setup(
     warehouse = warehouse_from_env(warehouse_id, "ciolake databricks setup")
     console = Console(stderr=True)
     with console.status("setting up"):
-        steps = tables.setup(warehouse, catalog=catalog, schema=schema, location=location)
+        steps = tables.setup(
+            warehouse,
+            catalog=catalog,
+            schema=schema,
+            location=location,
+            zerobus_table=zerobus_table,
+        )
     summary = Table(title=f"ciolake in {catalog}.{schema} (tables under {location})")
     for column in ("what", "name", "done"):
         summary.add_column(column)

@@ -81,6 +81,15 @@ def serve(
             " receiver of the lake [env CIOLAKE_RECEIVER_ID]."
         ),
     ] = None,
+    sink: Annotated[
+        str | None,
+        typer.Option(
+            help="delta: write the Delta tables; zerobus: send raw events to a Unity Catalog"
+            " managed table through Zerobus Ingest (CIOLAKE_ZEROBUS_ENDPOINT,"
+            " CIOLAKE_ZEROBUS_TABLE), for the bundle's Spark job to derive the rest"
+            " [env CIOLAKE_SINK; default delta]."
+        ),
+    ] = None,
 ) -> None:
     """Receive Customer.io reporting webhooks and land them in Delta tables."""
     settings = load_settings(
@@ -94,12 +103,17 @@ def serve(
         data_dir=data_dir,
         tables_uri=tables_uri,
         log_level=log_level,
+        sink=sink,
     )
     check_admin_exposure(settings.admin_host, settings.admin_token)
     # A malformed tables location is bad input (exit 2), found before any process starts.
     from ciolake.lake.location import parse_location  # noqa: PLC0415
 
     parse_location(settings.tables_location)
+    if settings.sink == "zerobus":
+        from ciolake.databricks.zerobus import target_of  # noqa: PLC0415
+
+        target_of(settings)
     if not settings.signing_keys:
         settings = _with_dev_key(settings) if dev_key else _no_keys()
     sys.stdout.flush()

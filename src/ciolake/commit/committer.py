@@ -20,7 +20,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ciolake.commit.dedup import DedupIndex, keep_from_day
 from ciolake.commit.pools import Item, Pool, SeenEntry, TablePools, applied_watermarks, tables_of
@@ -29,14 +29,46 @@ from ciolake.events.decode import Decoded, Quarantined, decode_event
 from ciolake.journal.records import JournalRecord
 from ciolake.lake import rows
 from ciolake.lake.tables import QUARANTINE, RAW_EVENTS
-from ciolake.lake.writer import DeltaWriter
 from ciolake.metrics import Metrics
 from ciolake.runtime.memory import return_free_memory, use_system_allocator
 from ciolake.runtime.priority import lower_this_thread
 from ciolake.settings import Settings
 from ciolake.units import SECONDS_PER_DAY
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import pyarrow as pa
+
 logger = logging.getLogger(__name__)
+
+
+class TableWriter(Protocol):
+    """Where the committer's rows go: the Delta tables (``lake.writer.DeltaWriter``), or
+    Zerobus for ``raw_events`` (``databricks.zerobus.ZerobusSink``)."""
+
+    def ensure_tables(self) -> None:
+        """Make the tables ready to take rows (created, or a stream opened)."""
+        ...
+
+    def committed_versions(self, streams: Iterable[int]) -> dict[str, dict[int, int]]:
+        """Per table and journal stream, the last sequence number known to be held."""
+        ...
+
+    def append_all(
+        self,
+        batches: Mapping[str, pa.Table],
+        *,
+        versions: Mapping[int, int],
+        small_files: Literal["merge", "defer"] = "merge",
+    ) -> dict[str, float]:
+        """Append each table's rows; return the seconds each took."""
+        ...
+
+    def close(self) -> None:
+        """Release what the writer holds."""
+        ...
+
 
 _PRUNE_EVERY_S = 3600.0
 _RETRY_FIRST_S = 0.5
@@ -97,7 +129,7 @@ class Committer:
         self,
         config: CommitterConfig,
         *,
-        writer: DeltaWriter,
+        writer: TableWriter,
         dedup: DedupIndex,
         retire: Callable[[int, int], object],
         metrics: Metrics,

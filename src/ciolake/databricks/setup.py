@@ -17,9 +17,9 @@ from typing import Literal
 
 from ciolake.analytics.views import spark_statements, view_names
 from ciolake.databricks.workspace import StatementFailedError, Warehouse
-from ciolake.derive.spark import external_table_ddl
+from ciolake.derive.spark import external_table_ddl, managed_table_ddl
 from ciolake.errors import InputError, TerminalError
-from ciolake.lake.tables import ALL_SPECS
+from ciolake.lake.tables import ALL_SPECS, RAW_EVENTS
 from ciolake.lake.transactions import REFUSED_FEATURES
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -39,15 +39,26 @@ class SetupStep:
     action: Literal["ensured", "created", "checked", "replaced"]
 
 
-def setup(warehouse: Warehouse, *, catalog: str, schema: str, location: str) -> list[SetupStep]:
-    """Create (or check) ciolake's tables and views in ``catalog.schema``.
+def setup(
+    warehouse: Warehouse,
+    *,
+    catalog: str,
+    schema: str,
+    location: str,
+    zerobus_table: str | None = None,
+) -> list[SetupStep]:
+    """Create (or check) ciolake's tables and views in ``catalog.schema``, and with
+    ``zerobus_table`` the managed table ``serve --sink zerobus`` lands raw events in.
 
     Raises:
         InputError: ``catalog`` or ``schema`` is not a plain identifier.
         TableSetupError: an existing table is elsewhere or has a feature delta-rs cannot write.
         StatementFailedError, WorkspaceUnavailableError: as ``Warehouse.execute``.
     """
-    for what, name in (("catalog", catalog), ("schema", schema)):
+    names = [("catalog", catalog), ("schema", schema)]
+    if zerobus_table is not None:
+        names.append(("zerobus table", zerobus_table))
+    for what, name in names:
         if not _IDENTIFIER.match(name):
             raise InputError(f"{what} {name!r}: use letters, digits and underscores")
     warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog}.{schema}")
@@ -80,6 +91,10 @@ def setup(warehouse: Warehouse, *, catalog: str, schema: str, location: str) -> 
     ):
         warehouse.execute(statement)
         steps.append(SetupStep("view", f"{catalog}.{schema}.{view}", "replaced"))
+    if zerobus_table is not None:
+        qualified = f"{catalog}.{schema}.{zerobus_table}"
+        warehouse.execute(managed_table_ddl(ALL_SPECS[RAW_EVENTS], name=qualified))
+        steps.append(SetupStep("table", qualified, "ensured"))
     return steps
 
 

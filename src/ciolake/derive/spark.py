@@ -83,6 +83,14 @@ def external_table_ddl(spec: TableSpec, *, name: str, location: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {name} {_definition(spec)} LOCATION {quote(location)}"
 
 
+def managed_table_ddl(spec: TableSpec, *, name: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of a managed table ``name`` with ``spec``'s columns: the
+    table Zerobus lands raw events in (``serve --sink zerobus``). Databricks manages its
+    layout (no partitioning: Databricks advises none below a terabyte)."""
+    columns = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in spec.schema)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({columns}) USING DELTA"
+
+
 def _definition(spec: TableSpec) -> str:
     columns = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in spec.schema)
     properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.items())

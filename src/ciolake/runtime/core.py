@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 from ciolake.commit.committer import Committer, CommitterConfig
 from ciolake.commit.dedup import DedupIndex
+from ciolake.databricks.zerobus import ZerobusSink, target_of
 from ciolake.errors import StoreUnavailableError
 from ciolake.journal.records import highest_lsn
 from ciolake.journal.tail import JournalTail
@@ -67,13 +68,9 @@ class Runtime:
             StoreUnavailableError: the tables are out of reach and there is no state yet.
         """
         settings = self.settings
-        receiver = settings.role == "receiver"
-        self._writer = DeltaWriter(
-            settings.tables_location,
-            names=(RAW_EVENTS,) if receiver else ALL_SPECS,
-            stream_base=settings.stream_base,
-            owner=f"ciolake-receiver-{settings.receiver_id}",
-        )
+        # Through Zerobus, only raw events are landed: the Spark job derives the rest.
+        receiver = settings.role == "receiver" or settings.sink == "zerobus"
+        self._writer = _writer(settings, receiver=receiver)
         self._dedup = DedupIndex(
             settings.dedup_path,
             window_days=settings.dedup_window_days,
@@ -228,6 +225,17 @@ class Runtime:
             if self.shared.backlog()[0] == 0 or not self.committer.alive:
                 return
             time.sleep(TAIL_INTERVAL_S)
+
+
+def _writer(settings: Settings, *, receiver: bool) -> DeltaWriter | ZerobusSink:
+    if settings.sink == "zerobus":
+        return ZerobusSink(target_of(settings))
+    return DeltaWriter(
+        settings.tables_location,
+        names=(RAW_EVENTS,) if receiver else ALL_SPECS,
+        stream_base=settings.stream_base,
+        owner=f"ciolake-receiver-{settings.receiver_id}",
+    )
 
 
 def compact_until_stopped(
