@@ -52,7 +52,7 @@ def sink_env(workspace: FakeWorkspace, fake: FakeZerobus) -> dict[str, str]:
         "CIOLAKE_ZEROBUS_TABLE": TABLE,
         "CIOLAKE_ZEROBUS_STREAMS": "2",
         # A batch waits this long for its acknowledgement before it counts as failed.
-        "CIOLAKE_STORE_TIMEOUT_S": "3",
+        "CIOLAKE_STORE_TIMEOUT_S": "2",
         "DATABRICKS_HOST": workspace.url,
         "DATABRICKS_CLIENT_ID": workspace.client_id,
         "DATABRICKS_CLIENT_SECRET": workspace.client_secret,
@@ -118,7 +118,7 @@ def test_a_refused_or_broken_stream_keeps_deliveries_until_zerobus_takes_them(
 ) -> None:
     workspace, server = zerobus
     fake = server.fake
-    bodies = sample_bodies(90, seed=62, timestamp=int(time.time()))
+    bodies = sample_bodies(120, seed=62, timestamp=int(time.time()))
     with running_server(tmp_path / "data", env=sink_env(workspace, fake)) as receiving:
         post_all(receiving, bodies[:30])
         wait_until_committed(receiving)
@@ -128,10 +128,19 @@ def test_a_refused_or_broken_stream_keeps_deliveries_until_zerobus_takes_them(
         post_all(receiving, bodies[30:60])
         wait_until_committed(receiving, timeout=60)
 
+        # A stream breaks part way through a batch, and the next one opened is refused for
+        # now (retriable): the SDK recovers, or ciolake opens new streams at the next try.
+        fake.break_after = 5
+        fake.fail_next = [grpc.StatusCode.UNAVAILABLE]
+        post_all(receiving, bodies[60:90])
+        wait_until_committed(receiving, timeout=60)
+        assert fake.break_after is None, "the stream broke"
+        assert not fake.fail_next, "a stream was refused"
+
         # Zerobus refuses new streams for good (a privilege revoked) until it is granted.
         fake.fail_next = [grpc.StatusCode.PERMISSION_DENIED] * 1000
         server.restart()
-        post_all(receiving, bodies[60:])
+        post_all(receiving, bodies[90:])
         wait_for(
             lambda: "refused (non-retriable)" in ready_reason(receiving), 60, "/ready to say why"
         )

@@ -60,10 +60,14 @@ def test_setup_creates_the_tables_and_views_once_and_ciolake_writes_them(
     spark: SparkSession, workspace: FakeWorkspace, tmp_path: Path
 ) -> None:
     location = tmp_path / "lake"
-    first = run_setup(workspace, location)
+    first = run_setup(workspace, location, "--zerobus-table", "raw_events_zerobus")
     assert first.returncode == 0, first.stderr
     assert workspace.tokens_issued >= 1
-    created = [s for s in workspace.statements if s.startswith("CREATE TABLE IF NOT EXISTS")]
+    created = [
+        s
+        for s in workspace.statements
+        if s.startswith("CREATE TABLE IF NOT EXISTS") and "raw_events_zerobus" not in s
+    ]
     assert len(created) == len(ALL_SPECS)
     assert all("'delta.enableDeletionVectors' = 'false'" in s for s in created)
     for name in ALL_SPECS:
@@ -83,6 +87,7 @@ def test_setup_creates_the_tables_and_views_once_and_ciolake_writes_them(
     assert channel == 40
     views = spark.sql(f"SHOW VIEWS IN {CATALOG}.{SCHEMA}").collect()
     assert {row["viewName"] for row in views} == set(view_names())
+    assert_zerobus_records_are_the_raw_events_rows(spark, "raw_events_zerobus")
 
     # Again: every table checked, none created, the views replaced.
     before = len(workspace.statements)
@@ -138,25 +143,17 @@ def test_wrong_credentials_and_missing_settings_are_one_line(
     assert "needs --warehouse-id or DATABRICKS_WAREHOUSE_ID" in missing.stderr
 
 
-def test_setup_makes_the_managed_table_zerobus_lands_raw_events_in(
-    spark: SparkSession, workspace: FakeWorkspace, tmp_path: Path
-) -> None:
-    done = run_setup(workspace, tmp_path / "lake", "--zerobus-table", "raw_events_zerobus")
-    assert done.returncode == 0, done.stderr
-    assert f"{CATALOG}.{SCHEMA}.raw_events_zerobus" in done.stdout
-    managed = f"{CATALOG}.{SCHEMA}.raw_events_zerobus"
-    raw = f"{CATALOG}.{SCHEMA}.raw_events"
-    assert spark.table(managed).schema == spark.table(raw).schema
-    detail = spark.sql(f"DESCRIBE DETAIL {managed}").collect()[0]
-    assert detail["partitionColumns"] == []
-
+def assert_zerobus_records_are_the_raw_events_rows(spark: SparkSession, table: str) -> None:
+    """The managed table ``setup --zerobus-table`` made has raw_events' columns, and ciolake's
+    records, as Zerobus maps them (microseconds to TIMESTAMP, days to DATE), land in it as
+    the rows ciolake wrote to raw_events itself."""
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import types as T  # noqa: N812
 
-    # ciolake's records, as Zerobus maps them (microseconds to TIMESTAMP, days to DATE), are
-    # the rows ciolake writes to raw_events itself.
-    settings = make_settings(tmp_path / "ciolake", tables_uri=str(tmp_path / "lake"))
-    receive(settings, [(body, False) for body in make_bodies(25, seed=9)])
+    managed = f"{CATALOG}.{SCHEMA}.{table}"
+    raw = f"{CATALOG}.{SCHEMA}.raw_events"
+    assert spark.table(managed).schema == spark.table(raw).schema
+    assert spark.sql(f"DESCRIBE DETAIL {managed}").collect()[0]["partitionColumns"] == []
     written = pa.table(spark.table(raw).toArrow()).cast(ALL_SPECS["raw_events"].schema)
     records = spark.createDataFrame([(r,) for r in json_records(written)], "record string")
     as_sent = {"timestamp": T.LongType(), "date": T.IntegerType()}

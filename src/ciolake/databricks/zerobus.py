@@ -187,6 +187,8 @@ class ZerobusSink:
         options = sdk_module.StreamConfigurationOptions(
             recovery=True,
             recovery_timeout_ms=int(seconds * 1000),
+            # The SDK's 2 s between attempts, shorter with a short time limit.
+            recovery_backoff_ms=int(min(2.0, seconds / 4) * 1000),
             recovery_retries=2,
             server_lack_of_ack_timeout_ms=int(seconds * 1000),
             flush_timeout_ms=int(seconds * 1000),
