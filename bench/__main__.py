@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: this run's saturation); give two revisions the same to compare them at "
         "the same offered load",
     )
+    parser.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also saturate ciolake and the ceiling with 1 and 2 workers, for the cost per "
+        "worker (default: in full mode only)",
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument(
         "--replay",
@@ -96,6 +103,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         results_dir=args.results_dir,
         keep_workdir=args.keep_workdir,
         rate_basis=args.rate_basis,
+        scaling=args.scaling if args.scaling is not None else not args.quick,
     )
 
 

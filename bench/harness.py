@@ -6,8 +6,10 @@ Order of a run (all request bodies are generated and signed before each phase's 
    freshness markers during the fixed-rate phases;
 2. the ceiling (bare Starlette endpoint) and the floor (Flask + one ``write_deltalake`` per
    event) at saturation, and in full mode at 50 % and 90 % of their own saturation;
-3. full mode: 1,000,000 events into a fresh ciolake, for its peak RSS;
-4. ``ciolake replay`` over the data of step 1, for replay throughput (if the command exists).
+3. with ``--scaling`` (full mode's default): ciolake and the ceiling at saturation with 1 and 2
+   workers (``bench/scaling.py``);
+4. full mode: 1,000,000 events into a fresh ciolake, for its peak RSS;
+5. ``ciolake replay`` over the data of step 1, for replay throughput (if the command exists).
 
 See bench/README.md for how each figure is measured.
 """
@@ -39,6 +41,7 @@ from bench.phases import Probe, Target, measure_idle_cpu, run_phase
 from bench.progress import say
 from bench.replay import measure_replay
 from bench.reqfiles import RequestPool, write_pool
+from bench.scaling import measure_scaling
 from bench.servers import ManagedServer, ciolake_server, default_worker_count, uvicorn_server
 
 BENCH_KEY = "bench-signing-key-0123456789abcdef"
@@ -71,6 +74,8 @@ class BenchConfig:
     # None: this run's saturation. Two revisions compare at the same offered load only if
     # they share it.
     rate_basis: float | None = None
+    # Saturation with 1 and 2 workers for ciolake and the ceiling (``bench/scaling.py``).
+    scaling: bool = False
 
     def ciolake_basis(self, saturation: float) -> float:
         """What ciolake's 50 % and 90 % loads are fractions of."""
@@ -95,6 +100,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         results["ciolake"] = ciolake
         for name in ("ceiling", "floor"):
             results[name] = bench_baseline(name, config, saturation_pool, workdir)
+        if config.scaling:
+            results["scaling"] = measure_scaling(config, saturation_pool, workdir, key=BENCH_KEY)
         if config.rss_events:
             basis = config.ciolake_basis(ciolake["phases"]["saturation"]["events_per_s"])
             rate = RSS_CHECK_LOAD * basis

@@ -71,6 +71,23 @@ class ProcessTreeMeter:
             total += times.user + times.system + times.children_user + times.children_system
         return total
 
+    def cpu_seconds_by_kind(self) -> dict[str, float]:
+        """CPU seconds so far of the root process itself (``root``) and of its descendants,
+        live or exited (``children``)."""
+        root = children = 0.0
+        for process in self.processes():
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            own = times.user + times.system
+            if process.pid == self._root.pid:
+                root += own
+                children += times.children_user + times.children_system
+            else:
+                children += own + times.children_user + times.children_system
+        return {"root": root, "children": children}
+
     def sample(self) -> int:
         """Sum of RSS over the tree right now; updates the peaks and the per-process HWM."""
         rss = pss = anon = 0

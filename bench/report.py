@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.scaling import markdown as scaling_table
 from bench.servers import REPO_ROOT, default_worker_count, serve_supports_workers
 
 if TYPE_CHECKING:
@@ -118,7 +119,10 @@ def markdown(results: dict[str, Any]) -> str:
         _row("data files per 100,000 events (sat. / 50 %)", results, systems, _tables("files")),
         _ratio_row(results),
     ]
-    return "\n".join([_title(results), "", *header, *rows, "", *_notes(results)])
+    scaling = scaling_table(results.get("scaling") or {})
+    by_workers = ["", "Saturation by worker count (`bench/scaling.py`):", "", *scaling]
+    tables = [*header, *rows, *(by_workers if scaling else [])]
+    return "\n".join([_title(results), "", *tables, "", *_notes(results)])
 
 
 def _title(results: dict[str, Any]) -> str:
