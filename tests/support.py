@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,14 @@ def sample_bodies(count: int, *, seed: int, timestamp: int) -> list[bytes]:
         body_of(sample_event(schema_by_name(keys[i % len(keys)][0]), rng=rng, timestamp=timestamp))
         for i in range(count)
     ]
+
+
+def post_all(url: str, bodies: Sequence[bytes]) -> None:
+    """POST each body, signed with ``TEST_KEY``, to ``url``; every answer must be 200."""
+    with httpx.Client(timeout=10) as client:
+        for body in bodies:
+            answer = client.post(url, content=body, headers=signed_headers(body))
+            assert answer.status_code == 200, answer.text
 
 
 def free_port() -> int:

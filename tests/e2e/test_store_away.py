@@ -23,11 +23,11 @@ from tests.support import (
     ServerProcess,
     StallingProxy,
     free_port,
+    post_all,
     s3_env,
     s3_server,
     s3_table_rows,
     sample_bodies,
-    signed_headers,
     start_server,
     wait_for,
     wait_until_committed,
@@ -39,13 +39,6 @@ TABLES_URI = "s3://lake/tables"
 # Object store requests give up after this (the default is 15 s): each stalled phase below
 # waits for it.
 STORE_TIMEOUT = {"CIOLAKE_STORE_TIMEOUT_S": "4"}
-
-
-def post_all(server: ServerProcess, bodies: list[bytes]) -> None:
-    with httpx.Client(timeout=10) as client:
-        for body in bodies:
-            answer = client.post(server.url, content=body, headers=signed_headers(body))
-            assert answer.status_code == 200, answer.text
 
 
 def admin_ready(server: ServerProcess) -> httpx.Response:
@@ -61,11 +54,11 @@ def test_the_server_answers_from_its_journal_while_the_store_is_away(tmp_path: P
         args = ("--tables-uri", TABLES_URI)
         server = start_server(data_dir, env=env, args=args)
         try:
-            post_all(server, bodies[:30])
+            post_all(server.url, bodies[:30])
             wait_until_committed(server)
 
             proxy.stall()
-            post_all(server, bodies[30:60])
+            post_all(server.url, bodies[30:60])
             wait_for(
                 lambda: "commits failing" in admin_ready(server).json()["reason"],
                 120,
@@ -79,7 +72,7 @@ def test_the_server_answers_from_its_journal_while_the_store_is_away(tmp_path: P
             # A restart while the store still stalls: it serves from the journal at once.
             server = start_server(data_dir, env=env, args=args, ready_timeout=60)
             assert "tables out of reach at start" in server.log()
-            post_all(server, bodies[60:])
+            post_all(server.url, bodies[60:])
 
             proxy.resume()
             wait_for(lambda: admin_ready(server).status_code == 200, 120, "ready again")

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -30,13 +29,13 @@ from tests.fakes.databricks import FakeWorkspace, catalog_table, fake_workspace
 from tests.fakes.iam_vending import IamVending
 from tests.support import (
     S3Server,
+    post_all,
     running_server,
     s3_env,
     s3_keys,
     s3_server,
     s3_table_rows,
     sample_bodies,
-    signed_headers,
     wait_for,
     wait_until_committed,
 )
@@ -73,13 +72,6 @@ def server_env(s3: S3Server, workspace: FakeWorkspace) -> dict[str, str]:
         "DATABRICKS_CLIENT_ID": workspace.client_id,
         "DATABRICKS_CLIENT_SECRET": workspace.client_secret,
     }
-
-
-def post_all(url: str, bodies: list[bytes]) -> None:
-    with httpx.Client(timeout=10) as client:
-        for body in bodies:
-            answer = client.post(url, content=body, headers=signed_headers(body))
-            assert answer.status_code == 200, answer.text
 
 
 def table_id(workspace: FakeWorkspace, name: str) -> str:

@@ -22,9 +22,9 @@ from tests.fakes.zerobus import FakeZerobus, ZerobusServer
 from tests.support import (
     ServerProcess,
     metric_value,
+    post_all,
     running_server,
     sample_bodies,
-    signed_headers,
     start_server,
     wait_for,
     wait_until_committed,
@@ -59,13 +59,6 @@ def sink_env(workspace: FakeWorkspace, fake: FakeZerobus) -> dict[str, str]:
     }
 
 
-def post_all(server: ServerProcess, bodies: list[bytes]) -> None:
-    with httpx.Client(timeout=10) as client:
-        for body in bodies:
-            answer = client.post(server.url, content=body, headers=signed_headers(body))
-            assert answer.status_code == 200, answer.text
-
-
 def backlog(server: ServerProcess) -> float:
     return metric_value(httpx.get(f"{server.admin_base}/metrics").text, "ciolake_backlog_events")
 
@@ -88,7 +81,7 @@ def test_deliveries_leave_the_journal_only_once_zerobus_holds_them(
     data_dir = tmp_path / "data"
     receiving = start_server(data_dir, env=env)
     try:
-        post_all(receiving, bodies[:30])
+        post_all(receiving.url, bodies[:30])
         wait_until_committed(receiving)
         assert sorted(landed(fake)) == sorted(bodies[:30])
         first = fake.rows(TABLE)[0]
@@ -97,7 +90,7 @@ def test_deliveries_leave_the_journal_only_once_zerobus_holds_them(
         assert first["received_date"] == int(first["received_at"] // 86_400_000_000), "days"
 
         fake.hold_acks.set()
-        post_all(receiving, bodies[30:])
+        post_all(receiving.url, bodies[30:])
         wait_for(lambda: "Zerobus at" in ready_reason(receiving), 60, "/ready to say why")
         assert backlog(receiving) == 30, "kept in the journal while unacknowledged"
         receiving.kill()
@@ -120,19 +113,19 @@ def test_a_refused_or_broken_stream_keeps_deliveries_until_zerobus_takes_them(
     fake = server.fake
     bodies = sample_bodies(120, seed=62, timestamp=int(time.time()))
     with running_server(tmp_path / "data", env=sink_env(workspace, fake)) as receiving:
-        post_all(receiving, bodies[:30])
+        post_all(receiving.url, bodies[:30])
         wait_until_committed(receiving)
 
         # The service restarts: the streams break, and the next batch opens new ones.
         server.restart()
-        post_all(receiving, bodies[30:60])
+        post_all(receiving.url, bodies[30:60])
         wait_until_committed(receiving, timeout=60)
 
         # A stream breaks part way through a batch, and the next one opened is refused for
         # now (retriable): the SDK recovers, or ciolake opens new streams at the next try.
         fake.break_after = 5
         fake.fail_next = [grpc.StatusCode.UNAVAILABLE]
-        post_all(receiving, bodies[60:90])
+        post_all(receiving.url, bodies[60:90])
         wait_until_committed(receiving, timeout=60)
         assert fake.break_after is None, "the stream broke"
         assert not fake.fail_next, "a stream was refused"
@@ -140,7 +133,7 @@ def test_a_refused_or_broken_stream_keeps_deliveries_until_zerobus_takes_them(
         # Zerobus refuses new streams for good (a privilege revoked) until it is granted.
         fake.fail_next = [grpc.StatusCode.PERMISSION_DENIED] * 1000
         server.restart()
-        post_all(receiving, bodies[90:])
+        post_all(receiving.url, bodies[90:])
         wait_for(
             lambda: "refused (non-retriable)" in ready_reason(receiving), 60, "/ready to say why"
         )

@@ -28,12 +28,12 @@ from tests.support import (
     S3Server,
     email_batch,
     make_settings,
+    post_all,
     receive_at,
     running_server,
     s3_client,
     s3_table_rows,
     sample_bodies,
-    signed_headers,
     table_rows,
     wait_for,
     wait_until_committed,
@@ -106,13 +106,6 @@ def test_a_table_asking_for_an_unsupported_writer_feature_is_refused_by_name(
     assert DeltaTable(str(tables / "email_events")).transaction_version(app_id(0)) is None
 
 
-def post_all(server: Any, bodies: list[bytes]) -> None:
-    with httpx.Client(timeout=10) as client:
-        for body in bodies:
-            answer = client.post(server.url, content=body, headers=signed_headers(body))
-            assert answer.status_code == 200
-
-
 def admin_reason(server: Any) -> str:
     answer = httpx.get(f"{server.admin_base}/ready", timeout=5).json()
     return str(answer.get("reason", ""))
@@ -129,7 +122,7 @@ def test_an_upgraded_table_holds_events_in_the_journal_until_the_feature_is_drop
     emails = {json.loads(b)["event_id"] for b in bodies if json.loads(b)["object_type"] == "email"}
     assert emails
     with running_server(data_dir) as server:
-        post_all(server, bodies)
+        post_all(server.url, bodies)
         wait_for(lambda: "delta.enableInCommitTimestamps" in admin_reason(server), 30, "refusal")
         reason = admin_reason(server)
         assert "email_events" in reason

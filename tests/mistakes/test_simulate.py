@@ -17,16 +17,15 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.simulate.simulator import SimulationConfig, build_history
 from tests.mistakes.conftest import EXIT_USAGE, RunCiolake, assert_one_line_error
 from tests.support import (
+    post_all,
     running_server,
     sample_bodies,
-    signed_headers,
     table_rows,
     tmpfs,
     wait_until_committed,
@@ -37,12 +36,6 @@ BOUND_S = 30.0
 SMALL = ("--days", "1", "--deliveries", "5")
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def post_all(url: str, bodies: list[bytes]) -> None:
-    for body in bodies:
-        response = httpx.post(url, content=body, headers=signed_headers(body), timeout=10)
-        assert response.status_code == 200, response.text
 
 
 def test_refused_while_serve_uses_the_directory(tmp_path: Path, run_ciolake: RunCiolake) -> None:
