@@ -201,3 +201,19 @@ def test_signing_in_needs_the_service_principal(monkeypatch: pytest.MonkeyPatch)
         storage_options(parse_location("uc://nowhere.at_all"), "raw_events")
     assert "set DATABRICKS_CLIENT_ID, DATABRICKS_CLIENT_SECRET" in str(raised.value)
     assert "DATABRICKS_HOST" not in str(raised.value).partition("set ")[2]
+
+
+def test_credentials_without_an_expiry_are_kept_for_a_while(
+    workspace: FakeWorkspace, clock: Clock
+) -> None:
+    workspace.vend = lambda _id: {
+        "aws_temp_credentials": {"access_key_id": "AKIA", "secret_access_key": "s"}
+    }
+    tables = tables_of(workspace, clock)
+    first = tables.options("raw_events")
+    clock.now += unity.UNKNOWN_LIFETIME_S * 0.7
+    assert tables.options("raw_events") is first, "not asked again at every use"
+    assert len(workspace.vended) == 1
+    clock.now += unity.UNKNOWN_LIFETIME_S * 0.1
+    tables.options("raw_events")
+    assert len(workspace.vended) == 2

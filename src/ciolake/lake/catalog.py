@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 SCHEME = "uc"
 # Renewed when less than this share of the credentials' lifetime is left (15 minutes of an hour).
 RENEW_WHEN_LEFT = 0.25
+# The lifetime assumed of credentials vended without an expiry (or one already past), so that
+# they are not asked for again at every use.
+UNKNOWN_LIFETIME_S = 900.0
 _SIGN_IN = ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET")
 
 
@@ -159,11 +162,14 @@ class UnityTables:
             ) from exc
         except WorkspaceUnavailableError as exc:
             raise self._unreachable(exc) from exc
-        lifetime = max(credentials.expires_at - now, 0.0)
+        expires_at = credentials.expires_at
+        if expires_at <= now:
+            expires_at = now + UNKNOWN_LIFETIME_S
+        lifetime = expires_at - now
         return _Vended(
             credentials.options,
-            renew_at=credentials.expires_at - lifetime * RENEW_WHEN_LEFT,
-            expires_at=credentials.expires_at,
+            renew_at=expires_at - lifetime * RENEW_WHEN_LEFT,
+            expires_at=expires_at,
         )
 
     def _create_it(self) -> str:
