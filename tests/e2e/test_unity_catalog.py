@@ -45,8 +45,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 SCHEMA = "main.ciolake"
 TABLES_URI = f"uc://{SCHEMA}"
 PREFIX = "uc"
-# Short enough that a run of a few seconds outlives several keys of each table.
-LIFETIME_S = 3.0
+# Short enough that a run of a few seconds outlives several keys of each table, long enough
+# that a quarter of it (the margin of a renewal) outlasts the delays of a busy machine.
+LIFETIME_S = 6.0
 
 
 @pytest.fixture

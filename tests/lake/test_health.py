@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from ciolake.errors import StoreUnavailableError, TableUnreadableError
+from ciolake.events.decode import decode_event
+from ciolake.journal.records import JournalRecord
+from ciolake.lake import rows
+from ciolake.lake.changes import TableChanges
 from ciolake.lake.health import REBUILD, RESTORE, check_tables, existing_tables
+from ciolake.lake.location import parse_location
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES
 from ciolake.lake.writer import TABLE_PROPERTIES, DeltaWriter
 from ciolake.settings import Settings
@@ -21,6 +29,8 @@ from tests.support import (
     make_bodies,
     make_settings,
     receive,
+    s3_env,
+    s3_server,
     table_rows,
     truncate_last_commit,
 )
@@ -160,3 +170,50 @@ def test_an_unreachable_store_is_named_in_one_line(monkeypatch: pytest.MonkeyPat
     assert "\n" not in message
     assert f"http://127.0.0.1:{port}" in message
     assert "Connection refused" in message
+
+
+def test_a_store_refusing_the_credentials_is_out_of_reach_not_a_damaged_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Credentials the store stops taking (vended ones that expired) fail the next look at an
+    open table's log: the store is out of reach, which passes, not a damaged table that
+    needs an operator."""
+    with s3_server(iam=True) as s3:
+        iam = boto3.client("iam", endpoint_url=s3.endpoint, **s3.boto_credentials)
+        iam.create_user(UserName="writer")
+        iam.put_user_policy(
+            UserName="writer",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="writer")["AccessKey"]
+        env = s3_env(s3.endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        uri = f"s3://{s3.bucket}/tables"
+        writer = DeltaWriter(uri, names=("raw_events",))
+        writer.ensure_tables()
+        writer.committed_versions([0])
+        writer.append_all({"raw_events": raw_rows(make_bodies(5, seed=4))}, versions={0: 5})
+        writer.close()
+        changes = TableChanges(parse_location(uri), "raw_events")
+        assert changes.latest_version() == 1
+        iam.delete_access_key(UserName="writer", AccessKeyId=key["AccessKeyId"])
+        with pytest.raises(StoreUnavailableError, match="cannot reach the table store"):
+            changes.added_rows(first=1, last=1)
+        with pytest.raises(StoreUnavailableError, match="cannot reach the table store"):
+            changes.latest_version()
+
+
+def raw_rows(bodies: list[bytes]) -> pa.Table:
+    return rows.raw_table(
+        [
+            (JournalRecord(lsn, 1_790_000_000_000_000, 1_790_000_000, 0, body), decode_event(body))
+            for lsn, body in enumerate(bodies, start=1)
+        ]
+    )

@@ -31,6 +31,9 @@ RESTORE = (
 
 _LOG_ENTRY = re.compile(r"^\d{20}\.(json|checkpoint(\.\d+\.\d+)?\.parquet)$")
 _ENDPOINT = re.compile(r"https?://[^/\s\"']+")
+# How delta-rs words an object store's failure it wraps in a DeltaError (a request refused,
+# credentials that expired meanwhile): the store, not the log, failed.
+_STORE_FAILURE = re.compile(r"Error interacting with object store")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MAX_CAUSE = 160
 
@@ -140,13 +143,16 @@ def translated(
 ) -> BaseException:
     """A ciolake error for what delta-rs raised about table ``name``, or ``exc`` itself.
 
-    An object store's failure (delta-rs raises those as OSError) becomes a
+    An object store's failure (delta-rs raises those as OSError, or as a DeltaError that
+    wraps the store's error, as for a listing the store refused) becomes a
     ``StoreUnavailableError`` naming the endpoint; with ``reading``, any other delta-rs error
     means the log could not be read (``TableUnreadableError``).
     """
     if isinstance(exc, CiolakeError):
         return exc
     if location.remote and isinstance(exc, OSError) and not isinstance(exc, DeltaError):
+        return unreachable(location, name, exc)
+    if location.remote and isinstance(exc, DeltaError) and _STORE_FAILURE.search(str(exc)):
         return unreachable(location, name, exc)
     if reading and isinstance(exc, (DeltaError, OSError)):
         return unreadable(name, location.table_uri(name), exc)
