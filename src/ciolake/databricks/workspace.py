@@ -13,7 +13,7 @@ for it (``Catalog``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +23,36 @@ HOST_ENV = "DATABRICKS_HOST"
 CLIENT_ID_ENV = "DATABRICKS_CLIENT_ID"
 CLIENT_SECRET_ENV = "DATABRICKS_CLIENT_SECRET"
 WAREHOUSE_ENV = "DATABRICKS_WAREHOUSE_ID"
+SIGN_IN_ENV = (HOST_ENV, CLIENT_ID_ENV, CLIENT_SECRET_ENV)
 # The API waits up to 50 s for a statement before answering; then it is polled.
 _WAIT = "30s"
 _POLL_S = 1.0
 _DONE = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """Where to sign in and as whom (OAuth machine-to-machine)."""
+
+    host: str
+    client_id: str
+    client_secret: str
+
+
+def service_principal(environ: Mapping[str, str], purpose: str) -> ServicePrincipal:
+    """The service principal of ``DATABRICKS_HOST``, ``DATABRICKS_CLIENT_ID`` and
+    ``DATABRICKS_CLIENT_SECRET`` in ``environ``.
+
+    Raises:
+        ConfigurationError: some are missing (named, after ``purpose``).
+    """
+    missing = [name for name in SIGN_IN_ENV if not environ.get(name, "").strip()]
+    if missing:
+        raise ConfigurationError(
+            f"{purpose} signs in to Databricks as a service principal: set {', '.join(missing)}"
+        )
+    host, client_id, secret = (environ[name].strip() for name in SIGN_IN_ENV)
+    return ServicePrincipal(host.rstrip("/"), client_id, secret)
 
 
 class StatementFailedError(TerminalError):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from ciolake.databricks.workspace import service_principal
 from ciolake.errors import ConfigurationError, TableWriteError, TerminalError
 from ciolake.lake.tables import RAW_EVENTS
 from ciolake.settings import Settings, read_store_timeout
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SIGN_IN = ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET")
 # One ingest request carries at most this much JSON (several records).
 REQUEST_BYTES = 4 * 1024 * 1024
 _APPLICATION = "ciolake/0.1"
@@ -69,19 +69,13 @@ def target_of(settings: Settings, environ: Mapping[str, str] | None = None) -> Z
         ConfigurationError: a variable is missing.
     """
     env = os.environ if environ is None else environ
-    missing = [name for name in _SIGN_IN if not env.get(name, "").strip()]
-    if missing:
-        raise ConfigurationError(
-            f"--sink zerobus signs in to Databricks as a service principal: set"
-            f" {', '.join(missing)}"
-        )
-    host, client_id, secret = (env[name].strip() for name in _SIGN_IN)
+    principal = service_principal(env, "--sink zerobus")
     return ZerobusTarget(
         endpoint=(settings.zerobus_endpoint or "").rstrip("/"),
-        workspace_url=host.rstrip("/"),
+        workspace_url=principal.host,
         table=settings.zerobus_table or "",
-        client_id=client_id,
-        client_secret=secret,
+        client_id=principal.client_id,
+        client_secret=principal.client_secret,
         streams=settings.zerobus_streams,
         timeout_s=read_store_timeout(env),
     )
@@ -95,10 +89,6 @@ class ZerobusSink:
         self._target = target
         self._sdk: Any = None
         self._streams: list[Any] = []
-
-    def table_uri(self, name: str) -> str:
-        """Where table ``name`` is written: the Zerobus table, for ``raw_events``."""
-        return f"zerobus:{self._target.table}" if name == RAW_EVENTS else name
 
     def ensure_tables(self) -> None:
         """Open the streams, so that credentials and the table are checked at start.

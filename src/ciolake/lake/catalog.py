@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ciolake.errors import ConfigurationError, StoreUnavailableError, TableUnreadableError
+from ciolake.errors import StoreUnavailableError, TableUnreadableError
 from ciolake.settings import read_store_timeout
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ RENEW_WHEN_LEFT = 0.25
 # The lifetime assumed of credentials vended without an expiry (or one already past), so that
 # they are not asked for again at every use.
 UNKNOWN_LIFETIME_S = 900.0
-_SIGN_IN = ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +200,7 @@ def unity_tables(schema: str) -> UnityTables:
 
     Raises:
         ConfigurationError: a variable is missing, or the ``databricks`` extra is not installed.
+        StoreUnavailableError: the workspace cannot be reached to sign in.
     """
     with _RESOLVERS_LOCK:
         found = _RESOLVERS.get(schema)
@@ -213,20 +213,20 @@ def _signed_in(schema: str) -> UnityTables:
     from ciolake.databricks.workspace import (  # noqa: PLC0415
         WorkspaceUnavailableError,
         connect_catalog,
+        service_principal,
     )
 
-    missing = [name for name in _SIGN_IN if not os.environ.get(name, "").strip()]
-    if missing:
-        raise ConfigurationError(
-            f"--tables-uri {SCHEME}://{schema} signs in to Databricks as a service principal:"
-            f" set {', '.join(missing)}"
-        )
-    host, client_id, secret = (os.environ[name].strip() for name in _SIGN_IN)
+    principal = service_principal(os.environ, f"--tables-uri {SCHEME}://{schema}")
     timeout_s = read_store_timeout(os.environ)
     try:
         catalog = connect_catalog(
-            host=host, client_id=client_id, client_secret=secret, timeout_s=timeout_s
+            host=principal.host,
+            client_id=principal.client_id,
+            client_secret=principal.client_secret,
+            timeout_s=timeout_s,
         )
     except WorkspaceUnavailableError as exc:
-        raise StoreUnavailableError(f"Unity Catalog at {host} cannot be reached: {exc}") from exc
-    return UnityTables(catalog, schema, clock=time.time, host=host)
+        raise StoreUnavailableError(
+            f"Unity Catalog at {principal.host} cannot be reached: {exc}"
+        ) from exc
+    return UnityTables(catalog, schema, clock=time.time, host=principal.host)
