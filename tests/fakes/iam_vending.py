@@ -1,9 +1,10 @@
 """Unity Catalog's credential vending, over the IAM of the S3 test server (moto with ``iam``).
 
-Each table gets a user whose policy covers only the table's prefix, as Unity Catalog scopes
-the credentials it vends to the table's path; each vend is a new access key of that user,
-valid for ``lifetime_s`` and deleted once expired (a thread looks every 0.2 s), so a writer
-that does not renew them is refused by the store, as S3 refuses an expired STS token.
+Each vend is the access key of a new user whose policy covers only the table's prefix, as
+Unity Catalog scopes the credentials it vends to the table's path (a user each: IAM allows two
+keys per user, and two processes renewing one table's keys hold more), valid for
+``lifetime_s`` and deleted once expired (a thread looks every 0.2 s), so a writer that does
+not renew them is refused by the store, as S3 refuses an expired STS token.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class IamVending:
     lifetime_s: float
     issued: list[IssuedKey] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
-    _users: dict[str, str] = field(default_factory=dict)
+    _policies: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -48,8 +49,7 @@ class IamVending:
         threading.Thread(target=self._revoke_loop, daemon=True).start()
 
     def add_table(self, table_id: str, prefix: str) -> None:
-        """A user for the table whose files are under ``prefix`` of the server's bucket."""
-        user = f"uc-{len(self._users)}"
+        """The policy of the table whose files are under ``prefix`` of the server's bucket."""
         bucket = self.server.bucket
         policy = {
             "Version": "2012-10-17",
@@ -68,15 +68,14 @@ class IamVending:
                 },
             ],
         }
-        self._iam.create_user(UserName=user)
-        self._iam.put_user_policy(
-            UserName=user, PolicyName="table", PolicyDocument=json.dumps(policy)
-        )
-        self._users[table_id] = user
+        self._policies[table_id] = json.dumps(policy)
 
     def __call__(self, table_id: str) -> dict[str, Any]:
-        user = self._users[table_id]
+        policy = self._policies[table_id]
         with self._lock:
+            user = f"uc-{len(self.issued)}"
+            self._iam.create_user(UserName=user)
+            self._iam.put_user_policy(UserName=user, PolicyName="table", PolicyDocument=policy)
             key = self._iam.create_access_key(UserName=user)["AccessKey"]
             issued = IssuedKey(
                 table_id,
