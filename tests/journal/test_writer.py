@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -17,7 +19,7 @@ import pytest
 from ciolake.errors import JournalUnavailableError
 from ciolake.journal.records import JournalRecord, encode_record, scan_segment
 from ciolake.journal.tail import JournalTail
-from ciolake.journal.writer import Journal
+from ciolake.journal.writer import Journal, write_all
 
 
 def make_journal(
@@ -166,20 +168,21 @@ def test_segments_rotate_and_recovery_reads_across_them(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_raises_keeps_earlier_records_and_recovers(tmp_path: Path) -> None:
-    real_write = os.write
+    real_writev = os.writev
     failing = {"on": False}
 
-    def write(fd: int, data: bytes | memoryview) -> int:
+    def writev(fd: int, buffers: list[bytes]) -> int:
         if failing["on"]:
             # Half the bytes reach the file, then the disk is full.
-            real_write(fd, bytes(data[: len(data) // 2]))
+            data = b"".join(buffers)
+            os.write(fd, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        return real_writev(fd, buffers)
 
     async def scenario() -> tuple[list[JournalRecord], Journal]:
         journal, durable, _ = make_journal(tmp_path)
         opened(journal)
-        with mock.patch("ciolake.journal.writer.os.write", side_effect=write):
+        with mock.patch("ciolake.journal.writer.os.writev", side_effect=writev):
             good = await append_many(journal, [b"before"] * 3)
             failing["on"] = True
             with pytest.raises(JournalUnavailableError, match="No space left"):
@@ -209,3 +212,64 @@ def test_appends_after_close_are_refused(tmp_path: Path) -> None:
             await journal.append(received_at_us=1, x_cio_timestamp=1, flags=0, body=b"late")
 
     asyncio.run(scenario())
+
+
+def test_a_group_beyond_one_writev_is_written_whole_and_in_order(tmp_path: Path) -> None:
+    parts = [b"%06d" % i for i in range(2 * 1024 + 7)]
+    path = tmp_path / "parts"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        assert write_all(fd, parts) == 6 * len(parts)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(parts)
+
+
+def test_a_short_writev_is_finished_byte_for_byte(tmp_path: Path) -> None:
+    parts = [b"head", b"body" * 100, b"head", b"tail"]
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[bytes]) -> int:
+        return real_writev(fd, [b"".join(buffers)[:10]])
+
+    path = tmp_path / "parts"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        with mock.patch("ciolake.journal.writer.os.writev", side_effect=short_writev):
+            assert write_all(fd, parts) == sum(map(len, parts))
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(parts)
+
+
+def test_a_client_gone_mid_flush_cancels_only_its_own_wait(tmp_path: Path) -> None:
+    real_fdatasync = os.fdatasync
+    flushing = threading.Event()
+
+    def slow_fdatasync(fd: int) -> None:
+        flushing.set()
+        time.sleep(0.2)
+        real_fdatasync(fd)
+
+    async def scenario() -> list[JournalRecord]:
+        journal, durable, _ = make_journal(tmp_path)
+        opened(journal)
+        with mock.patch("ciolake.journal.writer.os.fdatasync", side_effect=slow_fdatasync):
+            appends = [
+                asyncio.create_task(
+                    journal.append(received_at_us=i, x_cio_timestamp=i, flags=0, body=b"%d" % i)
+                )
+                for i in range(3)
+            ]
+            await asyncio.to_thread(flushing.wait, 5)
+            appends[1].cancel()
+            results = await asyncio.gather(*appends, return_exceptions=True)
+        await journal.close()
+        assert isinstance(results[1], asyncio.CancelledError)
+        assert [r.body for r in results if isinstance(r, JournalRecord)] == [b"0", b"2"]
+        return durable
+
+    durable = asyncio.run(scenario())
+    # The cancelled request's delivery was on its way to disk: it is kept, like the others.
+    assert [r.body for r in durable] == [b"0", b"1", b"2"]
+    assert [r.body for r in recovered(tmp_path)] == [b"0", b"1", b"2"]

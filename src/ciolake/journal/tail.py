@@ -96,16 +96,17 @@ class JournalTail:
             with self._segment.open("rb") as handle:
                 handle.seek(self._offset)
                 data = handle.read(size)
-                while size > 0 and not scan_segment(data, self.stream)[0]:
+                records, intact = scan_segment(data, self.stream)
+                while size > 0 and not records:
                     # No whole record yet (one larger than the read): read on to the end.
                     more = handle.read(size)
                     if not more:
                         break
                     data += more
+                    records, intact = scan_segment(data, self.stream)
                 at_end = not handle.read(1)
         except FileNotFoundError:
             return [], True
-        records, intact = scan_segment(data, self.stream)
         self._offset += intact
         if records:
             self._segment_last_lsn = max(self._segment_last_lsn, records[-1].lsn)

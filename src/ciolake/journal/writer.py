@@ -26,7 +26,7 @@ from ciolake.journal.fsync import fsync_directory
 from ciolake.journal.records import (
     SEGMENT_SUFFIX,
     JournalRecord,
-    encode_record,
+    record_head,
 )
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ PROBE_FIRST_AFTER_S = 2.0
 # A page: small enough to pass on an almost full disk only when the disk takes writes again.
 _PROBE_BYTES = b"\0" * 4096
 _PROBE_NAME = ".write-probe"
+# At most this many buffers per writev (POSIX's IOV_MAX is at least 1,024 on Linux and macOS).
+_IOV_MAX = 1024
 
 
 @dataclass(slots=True)
@@ -73,8 +75,10 @@ class Journal:
         self._size = 0
         self._next_lsn = 1
         self._pending: list[JournalRecord] = []
-        self._pending_bytes: list[bytes] = []
-        self._waiter: asyncio.Future[None] | None = None
+        # Each pending record's head and body, in order, as writev takes them.
+        self._pending_parts: list[bytes] = []
+        # One future per pending append: a client that disconnects cancels only its own.
+        self._waiters: list[asyncio.Future[None]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self._observe_fsync = observe_fsync
@@ -155,58 +159,51 @@ class Journal:
         )
         self._next_lsn += 1
         self._pending.append(record)
-        self._pending_bytes.append(encode_record(record))
-        if self._waiter is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-        waiter = self._waiter
+        self._pending_parts += (record_head(record), body)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_pending())
-        # Shielded: a client that disconnects must not cancel the flush others wait on.
-        await asyncio.shield(waiter)
+        await waiter
         return record
 
     async def _flush_pending(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                records, chunks, waiter = self._pending, self._pending_bytes, self._waiter
-                self._pending, self._pending_bytes, self._waiter = [], [], None
-                assert waiter is not None
+                records, parts, waiters = self._pending, self._pending_parts, self._waiters
+                self._pending, self._pending_parts, self._waiters = [], [], []
                 try:
                     await loop.run_in_executor(
-                        self._io, self._write, b"".join(chunks), records[0].lsn, records[-1].lsn
+                        self._io, self._write, parts, records[0].lsn, records[-1].lsn
                     )
                 except OSError as exc:
                     self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
                     self.last_errno = exc.errno or -1
                     self._failed_at = time.monotonic()
-                    waiter.set_exception(JournalUnavailableError(self.last_error))
-                    waiter.exception()  # marks it retrieved when every waiter has gone
+                    _settle(waiters, JournalUnavailableError(self.last_error))
                     continue
                 self.last_error, self.last_errno = None, 0
                 self._on_durable(records)
-                waiter.set_result(None)
+                _settle(waiters, None)
         finally:
             self._flush_task = None
 
-    def _write(self, data: bytes, first_lsn: int, last_lsn: int) -> None:
+    def _write(self, parts: list[bytes], first_lsn: int, last_lsn: int) -> None:
         if self._fd is None or self._size >= self._segment_max_bytes:
             self._start_segment(first_lsn)
         assert self._fd is not None
         assert self._active is not None
         offset = self._size
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            size = write_all(self._fd, parts)
             started = time.monotonic()
             os.fdatasync(self._fd)
             self._observe_fsync(time.monotonic() - started)
         except OSError:
             self._abandon_segment(offset)
             raise
-        self._size += len(data)
+        self._size += size
         self._active.last_lsn = last_lsn
 
     def _start_segment(self, first_lsn: int) -> None:
@@ -241,3 +238,30 @@ class Journal:
             await asyncio.sleep(0.005)
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_active)
         self._io.shutdown(wait=True)
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue  # its request was cancelled (the client went away)
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+
+def write_all(fd: int, parts: list[bytes]) -> int:
+    """Write ``parts`` in order with as few ``writev`` calls as the system allows; return
+    how many bytes that was."""
+    total = 0
+    for start in range(0, len(parts), _IOV_MAX):
+        chunk = parts[start : start + _IOV_MAX]
+        expected = sum(map(len, chunk))
+        written = os.writev(fd, chunk)
+        if written < expected:
+            # A short write (rare on a regular file): the rest, byte by byte as os.write takes it.
+            view = memoryview(b"".join(chunk))[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+        total += expected
+    return total
