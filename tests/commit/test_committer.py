@@ -21,7 +21,7 @@ from ciolake.lake.writer import DeltaWriter
 from ciolake.receive.verify import Verdict
 from ciolake.runtime.embedded import Receiver
 from ciolake.settings import Settings
-from tests.support import NOW, make_bodies, make_settings, table_rows, wait_for
+from tests.support import NOW, make_bodies, make_settings, table_rows
 
 
 async def deliver(receiver: Receiver, bodies: list[bytes]) -> None:
@@ -65,18 +65,7 @@ def run_receiver(settings: Settings, bodies: list[bytes]) -> Receiver:
 def test_ten_thousand_events_take_two_commits_per_table(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, flush_interval_s=60.0)
     bodies = make_bodies(10_000)
-    receiver = Receiver(settings, clock=lambda: NOW + 1.0)
-    receiver.open()
-
-    async def go() -> None:
-        await deliver(receiver, bodies)
-        # The first batch is committed at once (no table was committed yet); the second
-        # waits in the pools for the flush interval, until closing commits it.
-        wait_for(lambda: receiver.committer.commits == 9, 30, "the first batch's commits")
-        assert receiver.backlog()[0] == 5_000
-        await receiver.close()
-
-    asyncio.run(go())
+    receiver = run_receiver(settings, bodies)
     data_dir = settings.data_dir
     raw = event_ids(data_dir, "raw_events")
     assert len(raw) == 10_000
