@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -273,3 +276,36 @@ def test_a_client_gone_mid_flush_cancels_only_its_own_wait(tmp_path: Path) -> No
     # The cancelled request's delivery was on its way to disk: it is kept, like the others.
     assert [r.body for r in durable] == [b"0", b"1", b"2"]
     assert [r.body for r in recovered(tmp_path)] == [b"0", b"1", b"2"]
+
+
+def test_a_ctrl_c_inside_the_flush_is_not_reported_again_at_exit(tmp_path: Path) -> None:
+    # As `ciolake simulate` meets it: SIGINT raises KeyboardInterrupt wherever the event loop
+    # is, here inside the flush task; the program stops with it, and nothing else is printed.
+    script = textwrap.dedent(
+        f"""
+        import asyncio, gc
+        from pathlib import Path
+        from ciolake.journal.writer import Journal
+
+        def interrupted(records):
+            raise KeyboardInterrupt
+
+        async def main():
+            journal = Journal(Path({str(tmp_path)!r}), segment_max_bytes=1 << 20,
+                              on_durable=interrupted)
+            journal.open_for_append(next_lsn=1)
+            await journal.append(received_at_us=1, x_cio_timestamp=1, flags=0, body=b"x")
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            print("interrupted")
+        gc.collect()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "interrupted", done.stderr
+    assert "never retrieved" not in done.stderr
+    assert "Traceback" not in done.stderr

@@ -164,6 +164,7 @@ class Journal:
         self._waiters.append(waiter)
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_pending())
+            self._flush_task.add_done_callback(_collect_outcome)
         await waiter
         return record
 
@@ -238,6 +239,16 @@ class Journal:
             await asyncio.sleep(0.005)
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_active)
         self._io.shutdown(wait=True)
+
+
+def _collect_outcome(flush: asyncio.Task[None]) -> None:
+    # A Ctrl-C that lands while the flush runs stops the program through the task it hit;
+    # the flush task's copy of it would only be reported again at exit, as an error.
+    if flush.cancelled():
+        return
+    error = flush.exception()
+    if isinstance(error, Exception):
+        logger.error("journal flush failed", exc_info=error)
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
