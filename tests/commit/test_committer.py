@@ -21,7 +21,7 @@ from ciolake.lake.writer import DeltaWriter
 from ciolake.receive.verify import Verdict
 from ciolake.runtime.embedded import Receiver
 from ciolake.settings import Settings
-from tests.support import NOW, make_bodies, make_settings, table_rows
+from tests.support import NOW, make_bodies, make_settings, table_rows, wait_for
 
 
 async def deliver(receiver: Receiver, bodies: list[bytes]) -> None:
@@ -65,7 +65,21 @@ def run_receiver(settings: Settings, bodies: list[bytes]) -> Receiver:
 def test_ten_thousand_events_take_two_commits_per_table(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, flush_interval_s=60.0)
     bodies = make_bodies(10_000)
-    receiver = run_receiver(settings, bodies)
+    receiver = Receiver(settings, clock=lambda: NOW + 1.0)
+    receiver.open()
+
+    async def go() -> None:
+        await deliver(receiver, bodies)
+        # The first batch is committed at once (no table was committed yet). The second fills
+        # raw_events' pool (a batch's bound of rows), so it is committed at once too; the
+        # channel tables' share of it waits for the flush interval, until closing commits it.
+        wait_for(lambda: receiver.committer.commits == 10, 30, "the full pools' commits")
+        time.sleep(0.3)
+        assert receiver.committer.commits == 10
+        assert receiver.backlog()[0] == 5_000
+        await receiver.close()
+
+    asyncio.run(go())
     data_dir = settings.data_dir
     raw = event_ids(data_dir, "raw_events")
     assert len(raw) == 10_000

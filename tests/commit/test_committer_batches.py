@@ -8,7 +8,6 @@ the test's deadline was triggered by a batch bound or by ``drain()``, never by t
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,7 +36,8 @@ PROMPT_S = 20.0
 
 
 class RecordingWriter(DeltaWriter):
-    """A real writer that also notes, per ``append_all`` call, the journal LSNs of the batch."""
+    """A real writer that also notes, per ``append_all`` call that commits ``raw_events``, the
+    journal LSNs of the rows it commits there."""
 
     def __init__(self, tables_uri: str) -> None:
         super().__init__(tables_uri)
@@ -52,9 +52,10 @@ class RecordingWriter(DeltaWriter):
         small_files: Literal["merge", "defer"] = "merge",
     ) -> dict[str, float]:
         seconds = super().append_all(batches, versions=versions, small_files=small_files)
-        lsns: list[int] = batches[RAW_EVENTS].column("journal_lsn").to_pylist()
-        with self._noted:
-            self.batches.append(lsns)
+        if RAW_EVENTS in batches:
+            lsns: list[int] = batches[RAW_EVENTS].column("journal_lsn").to_pylist()
+            with self._noted:
+                self.batches.append(lsns)
         return seconds
 
     def noted(self) -> list[list[int]]:
@@ -166,39 +167,58 @@ def raw_lsns(data_dir: Path) -> list[int]:
     return [row["journal_lsn"] for row in rows]
 
 
-def test_full_byte_batches_commit_without_waiting_for_the_flush_interval(
+def pooled_commits(
+    batches: list[list[int]], sizes: dict[int, int], max_pool_bytes: int
+) -> tuple[list[list[int]], list[int]]:
+    """The ``raw_events`` commits that need no flush timer, and the LSNs left waiting: the first
+    batch at once (the table was never committed), then each run of batches whose bodies reach
+    ``max_pool_bytes``."""
+    commits = [batches[0]]
+    pool: list[int] = []
+    for batch in batches[1:]:
+        pool += batch
+        if sum(sizes[lsn] for lsn in pool) >= max_pool_bytes:
+            commits.append(pool)
+            pool = []
+    return commits, pool
+
+
+def test_full_batches_are_taken_at_once_and_full_pools_committed_at_once(
     make_committer: CommitterFactory,
 ) -> None:
     max_bytes = 4_000
     harness = make_committer(batch_max_bytes=max_bytes)
-    bodies = sample_bodies(60, seed=7, timestamp=NOW)
+    bodies = sample_bodies(120, seed=7, timestamp=NOW)
     records = make_records(bodies)
     sizes = {r.lsn: len(r.body) for r in records}
-    total = sum(sizes.values())
-    expected = greedy_batches(records, max_bytes)
-    *full, tail = expected
-    assert len(full) >= 5, "the sample bodies should fill several batches"
+    batches = greedy_batches(records, max_bytes)
+    for batch in batches:
+        assert len(batch) == 1 or sum(sizes[lsn] for lsn in batch) <= max_bytes, batch
+    prompt, waiting = pooled_commits(batches[:-1], sizes, max_bytes)
+    assert len(prompt) >= 3, "the sample bodies should fill several pools"
+    # The last batch, under the byte bound, waits for the flush interval, and so do the rows
+    # pooled after the last full pool.
+    waiting += batches[-1]
 
     started = time.monotonic()
     harness.committer.submit(records)
-    # Every full batch commits at once; only the tail, under the byte bound, waits.
-    assert wait_for(lambda: len(harness.writer.noted()) == len(full)), harness.writer.noted()
+    assert wait_for(lambda: harness.writer.noted() == prompt), harness.writer.noted()
     assert time.monotonic() - started < LONG_FLUSH_S
     time.sleep(0.3)
-    assert harness.writer.noted() == full
-    assert harness.committer.backlog() == (len(tail), sum(sizes[lsn] for lsn in tail))
-    assert raw_lsns(harness.data_dir) == [lsn for batch in full for lsn in batch]
-    assert DeltaTable(harness.raw_uri).version() == len(full)
+    assert harness.writer.noted() == prompt
+    # The backlog counts from the first delivery some table does not hold yet: the waiting
+    # raw_events rows, and any earlier ones a channel table's pool still holds.
+    assert harness.committer.backlog()[0] >= len(waiting)
+    assert raw_lsns(harness.data_dir) == [lsn for commit in prompt for lsn in commit]
+    assert DeltaTable(harness.raw_uri).version() == len(prompt)
 
     assert harness.committer.stop(deadline_s=30) is True
-    batches = harness.writer.noted()
-    assert batches == expected
-    for batch in batches:
-        assert len(batch) == 1 or sum(sizes[lsn] for lsn in batch) <= max_bytes, batch
-    # One raw_events commit per batch (version 0 created the table).
-    assert DeltaTable(harness.raw_uri).version() == len(expected)
-    assert len(expected) >= math.ceil(total / max_bytes)
-    assert harness.retired == [(0, batch[-1]) for batch in expected]
+    assert harness.writer.noted() == [*prompt, waiting]
+    # One raw_events commit per pool (version 0 created the table).
+    assert DeltaTable(harness.raw_uri).version() == len(prompt) + 1
+    retired = [lsn for _stream, lsn in harness.retired]
+    assert retired == sorted(retired)
+    assert retired[-1] == records[-1].lsn
     rows = table_rows(harness.data_dir, RAW_EVENTS, "journal_lsn, body", "ORDER BY journal_lsn")
     assert [row["journal_lsn"] for row in rows] == [r.lsn for r in records]
     assert [row["body"].encode() for row in rows] == bodies
@@ -206,13 +226,14 @@ def test_full_byte_batches_commit_without_waiting_for_the_flush_interval(
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_a_record_over_the_byte_bound_is_committed_alone(
+def test_a_record_over_the_byte_bound_is_a_batch_alone(
     make_committer: CommitterFactory, count: int
 ) -> None:
     bodies = sample_bodies(count, seed=11, timestamp=NOW)
     max_bytes = 100
     assert all(len(body) > max_bytes for body in bodies)
-    harness = make_committer(batch_max_bytes=max_bytes)
+    # No flush interval: every batch's rows are committed at once, so commits show batches.
+    harness = make_committer(batch_max_bytes=max_bytes, flush_interval_s=0.0)
     records = make_records(bodies)
 
     harness.committer.submit(records)

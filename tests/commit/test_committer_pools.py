@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +23,7 @@ import pytest
 from ciolake.commit import committer as committer_module
 from ciolake.commit.committer import Committer, CommitterConfig
 from ciolake.commit.dedup import DedupIndex
-from ciolake.commit.pools import TablePools, applied_watermarks
+from ciolake.commit.pools import DueRule, TablePools, applied_watermarks
 from ciolake.journal.records import JournalRecord
 from ciolake.lake.tables import ALL_SPECS, RAW_EVENTS
 from ciolake.lake.writer import DeltaWriter
@@ -251,11 +251,22 @@ def test_watermark_stops_before_the_first_pooled_delivery() -> None:
     pools.add("sms_events", [(later, None), (record, None)], [("e7", 1)], now=0.0)
     assert pools.pooled("e7")
     assert applied_watermarks({0: 12, 1: 4}, pools.first_lsns()) == {0: 6, 1: 4}
-    assert pools.due(now=1.0, min_rows=5, max_wait_s=3.0, all_due=False) == []
-    assert pools.due(now=3.0, min_rows=5, max_wait_s=3.0, all_due=False) == ["sms_events"]
-    assert pools.due(now=1.0, min_rows=2, max_wait_s=3.0, all_due=False) == ["sms_events"]
-    assert pools.due(now=1.0, min_rows=5, max_wait_s=3.0, all_due=True) == ["sms_events"]
-    pools.take("sms_events")
+    waiting = DueRule(min_rows=5, max_bytes=100, max_wait_s=3.0, spacing_s=None)
+    assert pools.due(1.0, waiting) == []
+    assert pools.due(3.0, waiting) == ["sms_events"]
+    assert pools.due(1.0, replace(waiting, min_rows=2)) == ["sms_events"]
+    assert pools.due(1.0, replace(waiting, max_bytes=4)) == ["sms_events"]  # two 2-byte bodies
+    assert pools.due(1.0, replace(waiting, all_due=True)) == ["sms_events"]
+    # Never committed: due at once under a spacing rule; then not until the spacing has passed.
+    assert pools.due(1.0, replace(waiting, spacing_s=1.0)) == ["sms_events"]
+    assert pools.next_deadline(waiting) == 3.0
+    pools.take("sms_events", 1.0)
     assert not pools.pooled("e7")
     assert not pools
+    pools.add("sms_events", [(later, None)], [("e9", 1)], now=1.2)
+    spaced = replace(waiting, spacing_s=1.0)
+    assert pools.due(1.5, spaced) == []
+    assert pools.next_deadline(spaced) == 2.0
+    assert pools.due(2.0, spaced) == ["sms_events"]
+    pools.take("sms_events", 2.0)
     assert applied_watermarks({0: 12}, pools.first_lsns()) == {0: 12}

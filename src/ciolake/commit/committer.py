@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ciolake.commit.dedup import DedupIndex, keep_from_day
-from ciolake.commit.pools import Item, Pool, SeenEntry, TablePools, applied_watermarks, tables_of
+from ciolake.commit.pools import (
+    DueRule,
+    Item,
+    Pool,
+    SeenEntry,
+    TablePools,
+    applied_watermarks,
+    tables_of,
+)
 from ciolake.errors import AnotherWriterError
 from ciolake.events.decode import Decoded, Quarantined, decode_event
 from ciolake.journal.records import JournalRecord
@@ -248,6 +256,12 @@ class Committer:
             count = len(self._queue) + len(self._in_flight) + self._pooled_count
             return count, self._pending_bytes + self._pooled_bytes
 
+    def unpooled_bytes(self) -> int:
+        """Bodies handed over and not yet in the pools (queued, or in the batch being applied):
+        what the read-ahead counts. A table's pool is committed once it holds a batch's bound."""
+        with self._condition:
+            return self._pending_bytes
+
     def oldest_pending_us(self) -> int | None:
         """Receipt time of the oldest delivery not yet committed, if any."""
         with self._condition:
@@ -297,7 +311,9 @@ class Committer:
         """The next batch to apply; empty when only pooled rows are due; None to stop."""
         with self._condition:
             while not self._queue and not self._stopping:
-                pooled_until = self._pools.next_deadline(self._max_wait_s())
+                pooled_until = self._pools.next_deadline(self._due_rule())
+                if pooled_until is not None and self._draining:
+                    return []
                 if pooled_until is None:
                     self._condition.wait()
                 elif (remaining := pooled_until - time.monotonic()) > 0:
@@ -439,13 +455,8 @@ class Committer:
     def _commit_due(self) -> None:
         """Commit every pool that is due, then record and retire what all tables hold."""
         started = time.monotonic()
-        due = self._pools.due(
-            now=started,
-            min_rows=max(1, self._config.batch_max_events // MIN_ROWS_SHARE),
-            max_wait_s=self._max_wait_s(),
-            all_due=self._stopping or self._draining or not self._busy(),
-        )
-        pools = [(table, self._pools.take(table)) for table in due]
+        due = self._pools.due(started, self._due_rule())
+        pools = [(table, self._pools.take(table, started)) for table in due]
         try:
             self._commit(pools, started)
         except BaseException:
@@ -455,6 +466,21 @@ class Committer:
         self._record()
         self._maybe_prune()
         return_free_memory()
+
+    def _due_rule(self) -> DueRule:
+        """While busy, a table with few rows waits (up to ``MAX_WAIT_INTERVALS``); otherwise
+        each table is committed once per flush interval, or at once when its pool is large."""
+        max_events, max_bytes = self._bounds()
+        busy = self._busy()
+        return DueRule(
+            min_rows=(
+                max(1, self._config.batch_max_events // MIN_ROWS_SHARE) if busy else max_events
+            ),
+            max_bytes=max_bytes,
+            max_wait_s=self._max_wait_s(),
+            spacing_s=None if busy else self._config.flush_interval_s,
+            all_due=self._stopping or self._draining,
+        )
 
     def _busy(self) -> bool:
         return self._commit_seconds > COMMIT_SHARE * self._config.flush_interval_s

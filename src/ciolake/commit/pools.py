@@ -4,7 +4,11 @@ Each batch's rows join their table's pool, and a table is committed when its poo
 Delta commit through delta-rs costs about as much for ten rows as for a thousand, so while
 commits are costly (the committer is busy), a table that gets few rows waits for more, up to a
 time limit, instead of taking a commit in every batch; the tables that get most rows are not
-held back. When commits are cheap every pool is due at every batch.
+held back. When commits are cheap, a table is committed at most once per flush interval, or
+as soon as its pool holds a batch's bound of events or bodies: under a heavy load a batch fills
+several times a second, and committing every table with every batch (the busiest ones fill a
+pool each time; the others are the many small commits) cost the committer 1.8 times the CPU
+per event (``docs/performance.md``).
 
 A delivery is applied once every table it goes to holds it. The journal is retired, and the
 dedup index's watermark moved, only up to the first delivery a pool still holds, so a crash
@@ -13,6 +17,7 @@ loses nothing that waits here: recovery reads it from the journal again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +34,18 @@ Item = tuple[JournalRecord, Any]
 SeenEntry = tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class DueRule:
+    """When a pool is due: any one of these (``all_due``: every pool now)."""
+
+    min_rows: float
+    max_bytes: float
+    max_wait_s: float
+    # Since the table's last commit (a table never committed: at once); None: no such rule.
+    spacing_s: float | None
+    all_due: bool = False
+
+
 @dataclass(slots=True)
 class Pool:
     """One table's rows that wait for its commit."""
@@ -36,6 +53,7 @@ class Pool:
     items: list[Item] = field(default_factory=list)
     seen: list[SeenEntry] = field(default_factory=list)
     since: float = 0.0
+    body_bytes: int = 0
 
     def arrow(self, table: str) -> pa.Table:
         """The pool's rows as the table's Arrow rows."""
@@ -51,6 +69,8 @@ class TablePools:
 
     def __init__(self) -> None:
         self._pools: dict[str, Pool] = {}
+        # When each table's pool was last taken to be committed (monotonic seconds).
+        self._taken_at: dict[str, float] = {}
         self._ids: set[str] = set()
         # The pooled rows' bodies (each table's rows hold their delivery's body).
         self.body_bytes = 0
@@ -64,24 +84,39 @@ class TablePools:
             pool = self._pools[table] = Pool(since=now)
         pool.items.extend(items)
         pool.seen.extend(seen)
-        self.body_bytes += sum(len(record.body) for record, _decoded in items)
+        size = sum(len(record.body) for record, _decoded in items)
+        pool.body_bytes += size
+        self.body_bytes += size
         self._ids.update(event_id for event_id, _day in seen)
 
     def pooled(self, event_id: str) -> bool:
         """True if a pool holds an event with this id (a later copy is a duplicate)."""
         return event_id in self._ids
 
-    def due(self, *, now: float, min_rows: int, max_wait_s: float, all_due: bool) -> list[str]:
+    def due(self, now: float, rule: DueRule) -> list[str]:
         """The tables whose pools are to be committed now."""
-        return [
-            table
-            for table, pool in self._pools.items()
-            if all_due or len(pool.items) >= min_rows or now - pool.since >= max_wait_s
-        ]
+        pools = self._pools.items()
+        return [table for table, pool in pools if self._is_due(table, pool, now, rule)]
 
-    def take(self, table: str) -> Pool:
-        """Remove ``table``'s pool and return it."""
+    def _is_due(self, table: str, pool: Pool, now: float, rule: DueRule) -> bool:
+        return (
+            rule.all_due
+            or len(pool.items) >= rule.min_rows
+            or pool.body_bytes >= rule.max_bytes
+            or now - pool.since >= rule.max_wait_s
+            or now >= self._spaced_until(table, rule)
+        )
+
+    def _spaced_until(self, table: str, rule: DueRule) -> float:
+        if rule.spacing_s is None:
+            return math.inf
+        taken = self._taken_at.get(table)
+        return -math.inf if taken is None else taken + rule.spacing_s
+
+    def take(self, table: str, now: float) -> Pool:
+        """Remove ``table``'s pool and return it (to be committed ``now``)."""
         pool = self._pools.pop(table)
+        self._taken_at[table] = now
         self._ids.difference_update(event_id for event_id, _day in pool.seen)
         self.body_bytes -= sum(len(record.body) for record, _decoded in pool.items)
         return pool
@@ -93,13 +128,20 @@ class TablePools:
             for item in pool.items:
                 if holds(table, item[0]):
                     self.body_bytes -= len(item[0].body)
+                    pool.body_bytes -= len(item[0].body)
                 else:
                     kept.append(item)
             pool.items = kept
 
-    def next_deadline(self, max_wait_s: float) -> float | None:
-        """When the oldest pool's wait runs out (None when nothing waits)."""
-        return min((p.since + max_wait_s for p in self._pools.values()), default=None)
+    def next_deadline(self, rule: DueRule) -> float | None:
+        """When the first pool falls due by time (None when nothing waits)."""
+        return min(
+            (
+                min(p.since + rule.max_wait_s, self._spaced_until(t, rule))
+                for t, p in self._pools.items()
+            ),
+            default=None,
+        )
 
     def oldest_received_us(self) -> int | None:
         """Receipt time of the oldest pooled delivery (None when nothing waits)."""

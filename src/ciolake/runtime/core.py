@@ -171,7 +171,8 @@ class Runtime:
     def _tail_once(self) -> None:
         tails = list(self._tails.values())
         # Deliveries wait on disk, not in memory, while the committer has enough queued.
-        room = _READ_AHEAD_BATCHES * self.committer.batch_max_bytes() - self.committer.backlog()[1]
+        ahead = _READ_AHEAD_BATCHES * self.committer.batch_max_bytes()
+        room = ahead - self.committer.unpooled_bytes()
         if room > 0:
             for tail in tails:
                 records = tail.read_new(max_bytes=max(1, room // len(tails)))

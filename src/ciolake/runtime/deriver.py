@@ -149,7 +149,8 @@ class Deriver:
             ChangesGoneError: versions not derived yet were vacuumed.
             TableUnreadableError, StoreUnavailableError: ``raw_events`` cannot be read.
         """
-        room = _READ_AHEAD_BATCHES * self.committer.batch_max_bytes() - self.committer.backlog()[1]
+        ahead = _READ_AHEAD_BATCHES * self.committer.batch_max_bytes()
+        room = ahead - self.committer.unpooled_bytes()
         if room <= 0:
             return 0
         self._latest = self._raw_events.latest_version()
