@@ -209,6 +209,9 @@ def test_full_batches_are_taken_at_once_and_full_pools_committed_at_once(
     # The backlog counts from the first delivery some table does not hold yet: the waiting
     # raw_events rows, and any earlier ones a channel table's pool still holds.
     assert harness.committer.backlog()[0] >= len(waiting)
+    # What the journal's read-ahead counts: the last batch, still queued; not the pooled rows,
+    # or a full pool would stop the journal being read until its table's next commit.
+    assert harness.committer.unpooled_bytes() == sum(sizes[lsn] for lsn in batches[-1])
     assert raw_lsns(harness.data_dir) == [lsn for commit in prompt for lsn in commit]
     assert DeltaTable(harness.raw_uri).version() == len(prompt)
 
