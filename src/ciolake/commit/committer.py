@@ -469,7 +469,8 @@ class Committer:
 
     def _due_rule(self) -> DueRule:
         """While busy, a table with few rows waits (up to ``MAX_WAIT_INTERVALS``); otherwise
-        each table is committed once per flush interval, or at once when its pool is large."""
+        each table is committed once per flush interval, or at once when its pool holds a
+        batch's bound of rows or bodies."""
         max_events, max_bytes = self._bounds()
         busy = self._busy()
         return DueRule(
