@@ -66,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also saturate ciolake and the ceiling with 1 and 2 workers, for the cost per "
         "worker (default: in full mode only)",
     )
+    parser.add_argument(
+        "--burst",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also saturate ciolake and the ceiling with small signed requests (default: in "
+        "full mode only)",
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument(
         "--replay",
@@ -104,6 +111,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         keep_workdir=args.keep_workdir,
         rate_basis=args.rate_basis,
         scaling=args.scaling if args.scaling is not None else not args.quick,
+        burst=args.burst if args.burst is not None else not args.quick,
     )
 
 

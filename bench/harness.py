@@ -7,7 +7,8 @@ Order of a run (all request bodies are generated and signed before each phase's 
 2. the ceiling (bare Starlette endpoint) and the floor (Flask + one ``write_deltalake`` per
    event) at saturation, and in full mode at 50 % and 90 % of their own saturation;
 3. with ``--scaling`` (full mode's default): ciolake and the ceiling at saturation with 1 and 2
-   workers (``bench/scaling.py``);
+   workers (``bench/scaling.py``); with ``--burst`` (full mode's default), both at saturation
+   with small signed requests (``bench/burst.py``);
 4. full mode: 1,000,000 events into a fresh ciolake, for its peak RSS;
 5. ``ciolake replay`` over the data of step 1, for replay throughput (if the command exists).
 
@@ -16,6 +17,7 @@ See bench/README.md for how each figure is measured.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +30,7 @@ import httpx
 
 from bench import report
 from bench.baselines import floor
+from bench.burst import measure_burst
 from bench.load import LoadSpec, require_wrk, run_wrk
 from bench.measure import (
     ProcessTreeMeter,
@@ -76,6 +79,8 @@ class BenchConfig:
     rate_basis: float | None = None
     # Saturation with 1 and 2 workers for ciolake and the ceiling (``bench/scaling.py``).
     scaling: bool = False
+    # Saturation with small signed requests for ciolake and the ceiling (``bench/burst.py``).
+    burst: bool = False
 
     def ciolake_basis(self, saturation: float) -> float:
         """What ciolake's 50 % and 90 % loads are fractions of."""
@@ -102,6 +107,9 @@ def run(config: BenchConfig) -> dict[str, Any]:
             results[name] = bench_baseline(name, config, saturation_pool, workdir)
         if config.scaling:
             results["scaling"] = measure_scaling(config, saturation_pool, workdir, key=BENCH_KEY)
+        if config.burst:
+            cpus = os.cpu_count() or 1
+            results["burst"] = measure_burst(config, workdir, key=BENCH_KEY, cpus=cpus)
         if config.rss_events:
             basis = config.ciolake_basis(ciolake["phases"]["saturation"]["events_per_s"])
             rate = RSS_CHECK_LOAD * basis

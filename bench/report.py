@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.burst import markdown as burst_line
 from bench.scaling import markdown as scaling_table
 from bench.servers import REPO_ROOT, default_worker_count, serve_supports_workers
 
@@ -121,7 +122,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     scaling = scaling_table(results.get("scaling") or {})
     by_workers = ["", "Saturation by worker count (`bench/scaling.py`):", "", *scaling]
-    tables = [*header, *rows, *(by_workers if scaling else [])]
+    burst = burst_line(results.get("burst") or {})
+    tables = [*header, *rows, *(by_workers if scaling else []), *(["", *burst] if burst else [])]
     return "\n".join([_title(results), "", *tables, "", *_notes(results)])
 
 

@@ -47,13 +47,13 @@ def measure_scaling(
             "ceiling", "bench.baselines.ceiling:app", workers=workers, log_dir=base / "ceiling"
         )
         figures[str(workers)] = {
-            "ciolake": _saturate(ciolake, config, pool, workdir, tables_uri=tables_uri),
-            "ceiling": _saturate(ceiling, config, pool, workdir, tables_uri=None),
+            "ciolake": saturate(ciolake, config, pool, workdir, tables_uri=tables_uri),
+            "ceiling": saturate(ceiling, config, pool, workdir, tables_uri=None),
         }
     return figures
 
 
-def _saturate(
+def saturate(
     server: ManagedServer,
     config: Any,
     pool: RequestPool,
