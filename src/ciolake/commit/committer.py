@@ -176,6 +176,8 @@ class Committer:
         self._last_prune = float("-inf")
         # Seconds a batch's commits take, smoothed over batches (SMOOTHING).
         self._commit_seconds = 0.0
+        # Whether the last batch was taken full, before its flush interval ran out (under load).
+        self._batch_was_full = False
         self._pools = TablePools()
         # Per stream, the last sequence number taken into the pools.
         self._processed: dict[int, int] = {}
@@ -329,6 +331,7 @@ class Committer:
                 and (remaining := deadline - time.monotonic()) > 0
             ):
                 self._condition.wait(remaining)
+            self._batch_was_full = self._batch_ready()
             self._in_flight = self._take_batch()
             return self._in_flight
 
@@ -468,9 +471,10 @@ class Committer:
         return_free_memory()
 
     def _due_rule(self) -> DueRule:
-        """While busy, a table with few rows waits (up to ``MAX_WAIT_INTERVALS``); otherwise
-        each table is committed once per flush interval, or at once when its pool holds a
-        batch's bound of rows or bodies."""
+        """While busy, a table with few rows waits (up to ``MAX_WAIT_INTERVALS``). Otherwise,
+        after a batch taken at its flush interval every pool is due; after one taken full (under
+        load), each table is committed once per flush interval, or at once when its pool holds
+        a batch's bound of rows or bodies."""
         max_events, max_bytes = self._bounds()
         busy = self._busy()
         return DueRule(
@@ -480,7 +484,7 @@ class Committer:
             max_bytes=max_bytes,
             max_wait_s=self._max_wait_s(),
             spacing_s=None if busy else self._config.flush_interval_s,
-            all_due=self._stopping or self._draining,
+            all_due=self._stopping or self._draining or not (busy or self._batch_was_full),
         )
 
     def _busy(self) -> bool:

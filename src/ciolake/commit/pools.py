@@ -4,11 +4,12 @@ Each batch's rows join their table's pool, and a table is committed when its poo
 Delta commit through delta-rs costs about as much for ten rows as for a thousand, so while
 commits are costly (the committer is busy), a table that gets few rows waits for more, up to a
 time limit, instead of taking a commit in every batch; the tables that get most rows are not
-held back. When commits are cheap, a table is committed at most once per flush interval, or
-as soon as its pool holds a batch's bound of events or bodies: under a heavy load a batch fills
-several times a second, and committing every table with every batch (the busiest ones fill a
-pool each time; the others are the many small commits) cost the committer 1.8 times the CPU
-per event (``docs/performance.md``).
+held back. When commits are cheap every pool is due after a batch taken at its flush interval;
+after a batch taken full, before its interval (under load: a batch then fills several times a
+second), a table is committed at most once per flush interval, or as soon as its pool holds a
+batch's bound of events or bodies: committing every table with every full batch (the busiest
+ones fill a pool each time; the others are the many small commits) cost the committer 1.8
+times the CPU per event (``docs/performance.md``).
 
 A delivery is applied once every table it goes to holds it. The journal is retired, and the
 dedup index's watermark moved, only up to the first delivery a pool still holds, so a crash
