@@ -20,6 +20,7 @@ from ciolake.metrics import Metrics
 from ciolake.runtime.deriver import Deriver, DeriverStatus
 from ciolake.runtime.locks import lock_data_dir
 from ciolake.runtime.memory import use_system_allocator
+from ciolake.runtime.signals import call_on_signals
 from ciolake.settings import Settings, load_settings
 
 # A progress line at most this often while deriving.
@@ -66,8 +67,7 @@ def _run(settings: Settings, *, once: bool) -> None:
     console = Console(stderr=True)
     deriver = Deriver(settings, clock=time.time, metrics=Metrics())
     # Before opening: a stop asked for meanwhile ends the run before its first read.
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda _n, _f: deriver.stop())
+    call_on_signals(deriver.stop, (signal.SIGTERM, signal.SIGINT))
     deriver.open()
     shown = [float("-inf")]
 

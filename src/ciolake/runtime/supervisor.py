@@ -29,6 +29,7 @@ from ciolake.runtime.core import Runtime
 from ciolake.runtime.launch import WorkerLaunch, launch_input, worker_command
 from ciolake.runtime.locks import lock_data_dir
 from ciolake.runtime.memory import keep_large_blocks_apart
+from ciolake.runtime.signals import call_on_signals, hold_interrupts
 from ciolake.runtime.sockets import listening_socket
 from ciolake.settings import Settings, decode_settings, encode_settings
 
@@ -37,14 +38,10 @@ logger = logging.getLogger(__name__)
 _WORKER_STOP_S = 5.0
 # Not ``-m ciolake.runtime.supervisor``: run as __main__, the module would log as "__main__".
 # A Ctrl-C while the modules load is an interruption like any other, not an import traceback.
+# SIGINT is held pending from the exec until the supervisor handles it (``Supervisor.run``):
+# a Ctrl-C while the modules load stops the server once it can stop cleanly.
 _SUPERVISOR_MAIN = (
-    "import sys\n"
-    "try:\n"
-    "    from ciolake.runtime.supervisor import main\n"
-    "except KeyboardInterrupt:\n"
-    "    print('error: interrupted while starting', file=sys.stderr)\n"
-    "    sys.exit(130)\n"
-    "sys.exit(main(sys.argv))"
+    "import sys\nfrom ciolake.runtime.supervisor import main\nsys.exit(main(sys.argv))"
 )
 
 
@@ -65,23 +62,21 @@ class Supervisor:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         lock = lock_data_dir(self.settings.data_dir)
         try:
+            # Before anything starts: from here a Ctrl-C is a stop like SIGTERM, never an
+            # exception raised through threads and processes half started.
+            call_on_signals(self._stop.set, (signal.SIGTERM, signal.SIGINT))
             self._open()
-            self._spawn_all()
-            self._watch()
+            if not self._stop.is_set():
+                self._spawn_all()
+                self._watch()
             return self._shutdown()
         finally:
             os.close(lock)
 
     def _open(self) -> None:
         settings = self.settings
-        enable_multiprocess_metrics(settings.metrics_dir)
-        self.metrics = Metrics()
-        # The gauge is the lowest over processes; only workers write journals.
-        self.metrics.journal_healthy.set(1)
-        self.runtime = Runtime(
-            settings, workers=self.workers, clock=self._clock, metrics=self.metrics
-        )
-        self.runtime.open()
+        # Bound first: a port in use is answered before the journals are read, and with no
+        # committer thread left running behind the error.
         self._sockets = _bind_all(settings.host, settings.port, count=self.workers)
         self._admin_socket = listening_socket(
             settings.admin_host, settings.admin_port, reuse_port=False, what="the admin listener"
@@ -92,6 +87,14 @@ class Supervisor:
             port=self._sockets[0].getsockname()[1],
             admin_port=self._admin_socket.getsockname()[1],
         )
+        enable_multiprocess_metrics(settings.metrics_dir)
+        self.metrics = Metrics()
+        # The gauge is the lowest over processes; only workers write journals.
+        self.metrics.journal_healthy.set(1)
+        self.runtime = Runtime(
+            settings, workers=self.workers, clock=self._clock, metrics=self.metrics
+        )
+        self.runtime.open()
         logger.info(
             "listening",
             extra={
@@ -134,9 +137,6 @@ class Supervisor:
         self._processes[stream] = process
 
     def _watch(self) -> None:
-        stop_signals = (signal.SIGTERM, signal.SIGINT)
-        for number in stop_signals:
-            signal.signal(number, lambda _n, _f: self._stop.set())
         while not self._stop.wait(0.2):
             for stream, process in list(self._processes.items()):
                 if process.poll() is not None:
@@ -195,6 +195,7 @@ def exec_supervisor(settings: Settings) -> NoReturn:
     with os.fdopen(write_end, "wb") as pipe:
         pipe.write(encode_settings(settings))  # far below a pipe's buffer, so no reader needed
     os.set_inheritable(read_end, True)
+    hold_interrupts()
     command = [sys.executable, "-c", _SUPERVISOR_MAIN, "--settings-fd", str(read_end)]
     os.execv(sys.executable, command)
 
@@ -210,8 +211,6 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         return supervisor.run()
-    except KeyboardInterrupt:
-        return _fail(130, "interrupted while starting; the journal keeps what was received")
     except ConfigurationError as exc:
         return _fail(2, str(exc))
     except CiolakeError as exc:
