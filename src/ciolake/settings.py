@@ -67,6 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / "state"
 
     @property
+    def reconcile_summary_path(self) -> Path:
+        """The last ``ciolake reconcile``'s summary (Prometheus text format)."""
+        return self.state_dir / "reconcile.prom"
+
+    @property
     def dedup_path(self) -> Path:
         """The exactly-once index (SQLite)."""
         return self.state_dir / "dedup.sqlite3"

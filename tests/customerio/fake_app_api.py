@@ -1,4 +1,5 @@
-"""A fake of Customer.io's App API (reporting webhooks only), served over a real loopback socket.
+"""A fake of Customer.io's App API (reporting webhooks, and the metrics and deliveries of
+``fake_reporting``), served over a real loopback socket.
 
 It answers like the API described in customerio-facts.md and the App API spec: Bearer auth (401
 with an ``errors`` body), 400 for a bad body, 404 for an unknown id, ``DELETE`` answering 200 with
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.customerio.fake_reporting import FakeReporting
 
 WEBHOOKS_PATH = "/v1/reporting_webhooks"
 TEST_API_KEY = "test-app-api-key-5ecret"
@@ -165,6 +168,7 @@ class FakeAppApi:
         rate_limit_per_s: requests allowed in any one-second window; None for no limit.
         retry_after_s: the ``Retry-After`` it sends with a 429.
         clock: the time the rate limit is measured on (``time.monotonic`` if None).
+        wall_clock: unix seconds "now", for the metrics that end today.
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class FakeAppApi:
         rate_limit_per_s: int | None = 10,
         retry_after_s: int = 1,
         clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
         self.rate_limit_per_s = rate_limit_per_s
@@ -185,6 +190,7 @@ class FakeAppApi:
         self._requests: list[RecordedRequest] = []
         self._recent: collections.deque[float] = collections.deque()
         self._queued: collections.deque[_Answer] = collections.deque()
+        self.reporting = FakeReporting(wall_clock=wall_clock)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -274,6 +280,9 @@ class FakeAppApi:
             return _error_answer(401, "unauthorized: invalid or missing App API key")
         if self._queued:
             return self._queued.popleft()
+        if self.reporting.handles(urlsplit(path).path.rstrip("/")):
+            status, payload = self.reporting.answer(method, path)
+            return _json_answer(status, payload)
         return self._route(method, urlsplit(path).path.rstrip("/"), body)
 
     def _over_rate_limit(self) -> bool:

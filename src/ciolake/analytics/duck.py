@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +64,19 @@ class Lake:
         with _read_errors():
             self._connection.execute(sql, list(parameters))
 
-    def query(self, sql: str, parameters: Sequence[Any] = ()) -> Result:
+    def query(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> Result:
         """Run a query and fetch every row.
+
+        Args:
+            sql: the query, with ``?`` placeholders, or ``$name`` ones for a mapping.
+            parameters: the placeholders' values.
 
         Raises:
             LakeReadError: DuckDB failed (a table could not be read).
         """
+        values = dict(parameters) if isinstance(parameters, Mapping) else list(parameters)
         with _read_errors():
-            cursor = self._connection.execute(sql, list(parameters))
+            cursor = self._connection.execute(sql, values)
             columns = [d[0] for d in cursor.description]
             return Result(columns, [tuple(row) for row in cursor.fetchall()])
 

@@ -37,11 +37,11 @@ CUSTOMER_KEY = "coalesce(identifier_cio_id, identifier_id, customer_id, identifi
 """Who an event is about: the most stable identifier it carries."""
 
 _PER_DELIVERY_COLUMNS: tuple[str, ...] = (*ORIGIN_COLUMNS, "template_id")
-_HUMAN_OPEN = (
+HUMAN_OPEN = (
     "metric = 'opened' AND NOT (coalesce(proxied, FALSE) OR coalesce(prefetched, FALSE)"
     " OR coalesce(synthetic, FALSE))"
 )
-_HUMAN_CLICK = "metric = 'clicked' AND NOT coalesce(machine, FALSE)"
+HUMAN_CLICK = "metric = 'clicked' AND NOT coalesce(machine, FALSE)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ _EMAIL = Channel(
             "sent": _SENT,
             "delivered": ("opened", "clicked", "converted", "spammed", "unsubscribed"),
         },
-        (Flag("human_opened", _HUMAN_OPEN), Flag("human_clicked", _HUMAN_CLICK)),
+        (Flag("human_opened", HUMAN_OPEN), Flag("human_clicked", HUMAN_CLICK)),
     ),
     (
         _r("delivery", "delivered", "sent"),

@@ -21,6 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ciolake.analytics.duck import Lake, connect
 from ciolake.lake.tables import CHANNEL_SPECS, QUARANTINE, RAW_EVENTS
+from ciolake.reconcile.summary import COMPARED as RECONCILE_COMPARED
+from ciolake.reconcile.summary import LAST_RUN as RECONCILE_LAST_RUN
+from ciolake.reconcile.summary import OVER_TOLERANCE as RECONCILE_OVER_TOLERANCE
 from ciolake.units import SECONDS_PER_DAY
 
 NO_EVENTS = "no_events"
@@ -29,6 +32,7 @@ SIGNATURE_FAILURES = "signature_failures"
 FRESHNESS = "freshness"
 VOLUME_DROP = "volume_drop"
 METRICS_REACHABLE = "metrics_reachable"
+RECONCILE = "reconcile"
 
 CHANNEL_TABLES: tuple[str, ...] = tuple(name for name in CHANNEL_SPECS if name != "customer_events")
 """Tables whose volume is watched: one per messaging channel."""
@@ -219,6 +223,29 @@ def evaluate(
     if metrics is not None:
         findings += metrics_findings(metrics, thresholds, now=now)
     return findings
+
+
+def reconcile_findings(summary_path: Path) -> list[Finding]:
+    """The last ``ciolake reconcile``'s verdict, if one ran: fired while it found counts that
+    differ from Customer.io's beyond its tolerance.
+
+    Raises:
+        ValueError: the summary is not Prometheus text format.
+    """
+    if not summary_path.exists():
+        return []
+    summary = parse_metrics(summary_path.read_text(), at=0.0)
+    over = summary.total(RECONCILE_OVER_TOLERANCE)
+    compared = summary.total(RECONCILE_COMPARED) or 0
+    ran = summary.total(RECONCILE_LAST_RUN)
+    if over is None or ran is None:
+        return [Finding(RECONCILE, Status.UNKNOWN, None, 0, f"{summary_path} is incomplete")]
+    stamp = datetime.fromtimestamp(ran, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    detail = (
+        f"{over:g} of {compared:g} counts differ from Customer.io's beyond the tolerance"
+        f" (ciolake reconcile at {stamp})"
+    )
+    return [Finding(RECONCILE, Status.FIRED if over > 0 else Status.OK, over, 0, detail)]
 
 
 def any_fired(findings: Iterable[Finding]) -> bool:

@@ -11,6 +11,7 @@ from ciolake.cli import (
     dashboard,
     databricks,
     derive,
+    reconcile,
     replay,
     report,
     send_test,
@@ -44,6 +45,7 @@ app.command("views")(views.views)
 app.command("simulate")(simulate.simulate)
 app.command("report")(report.report)
 app.command("dashboard")(dashboard.dashboard)
+app.command("reconcile")(reconcile.reconcile)
 
 
 def _version(value: bool) -> None:

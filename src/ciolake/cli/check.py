@@ -19,6 +19,7 @@ from ciolake.checks.rules import (
     any_fired,
     evaluate,
     http_get_text,
+    reconcile_findings,
     scrape_metrics,
 )
 from ciolake.cli.options import DataDirOption, TablesUriOption
@@ -39,6 +40,7 @@ _UNITS = {
     "freshness": "s",
     "volume_drop": "% drop",
     "metrics_reachable": "",
+    "reconcile": " counts",
 }
 
 
@@ -137,6 +139,7 @@ def check(
         )
     now = time.time()
     findings = evaluate(location.uri, thresholds, now=now, metrics=reading)
+    findings += reconcile_findings(settings.reconcile_summary_path)
     if as_json:
         _print_json(findings, now)
     else:

@@ -9,13 +9,10 @@ not be reached or answered something unexpected, 2 when the input or the configu
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from enum import StrEnum
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import msgspec
 import typer
@@ -24,15 +21,20 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand
 
+from ciolake.cli.app_api import (
+    DEFAULT_TIMEOUT_S,
+    AllowHttpOption,
+    BaseUrlOption,
+    Region,
+    RegionOption,
+    TimeoutOption,
+    cli_errors,
+    open_client,
+)
 from ciolake.customerio.client import (
     API_KEY_ENV,
-    ApiConnectionError,
-    ApiTimeoutError,
     AppApiClient,
-    AppApiError,
-    AuthenticationError,
     ReportingWebhook,
-    UnexpectedResponseError,
 )
 from ciolake.customerio.events_catalog import GROUPS, summarize_events
 from ciolake.customerio.plan import (
@@ -43,7 +45,6 @@ from ciolake.customerio.plan import (
     find_existing,
     plan,
 )
-from ciolake.errors import CiolakeError, TerminalError
 
 app = typer.Typer(
     name="webhooks",
@@ -56,44 +57,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_EXIT_API = 1
-_EXIT_INPUT = 2
-DEFAULT_TIMEOUT_S = 10.0
-MAX_TIMEOUT_S = 600.0
 # What click reads as an unknown short option where an id belongs: ``get -5``.
 _NEGATIVE_NUMBER = re.compile(r"-\d+")
 
 
-class Region(StrEnum):
-    """Customer.io data centers."""
-
-    us = "us"
-    eu = "eu"
-
-
-RegionOption = Annotated[
-    Region,
-    typer.Option(
-        "--region", envvar="CIOLAKE_CIO_REGION", help="Data center of the Customer.io workspace."
-    ),
-]
-BaseUrlOption = Annotated[
-    str | None,
-    typer.Option("--base-url", help="App API base URL; overrides --region (a proxy, a test)."),
-]
-AllowHttpOption = Annotated[
-    bool,
-    typer.Option("--allow-http", help="Accept a plain-http endpoint or base URL (testing only)."),
-]
-TimeoutOption = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        min=0.1,
-        max=MAX_TIMEOUT_S,
-        help="Seconds to wait for the App API to connect, and then to answer each request.",
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -191,7 +158,7 @@ def list_webhooks(
     as_json: JsonOption = False,
 ) -> None:
     """List the workspace's reporting webhooks."""
-    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
+    with cli_errors(), open_client(region, base_url, allow_http, timeout) as api:
         webhooks = api.reporting_webhooks.list()
     if as_json:
         _print_json([_to_json(hook) for hook in webhooks])
@@ -209,7 +176,7 @@ def get_webhook(
     as_json: JsonOption = False,
 ) -> None:
     """Show one reporting webhook."""
-    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
+    with cli_errors(), open_client(region, base_url, allow_http, timeout) as api:
         webhook = api.reporting_webhooks.get(webhook_id)
     if as_json:
         _print_json(_to_json(webhook))
@@ -233,7 +200,7 @@ def create_webhook(
     as_json: JsonOption = False,
 ) -> None:
     """Create a reporting webhook (always a new one; `ensure` creates only if missing)."""
-    with _cli_errors():
+    with cli_errors():
         desired = build_desired(
             file=file,
             name=name,
@@ -245,7 +212,7 @@ def create_webhook(
             allow_http=allow_http,
         )
         target, changes = plan(None, desired)
-        with _open_client(region, base_url, allow_http, timeout) as api:
+        with open_client(region, base_url, allow_http, timeout) as api:
             created = api.reporting_webhooks.create(target)
     _report("created", created, changes, dry_run=False, as_json=as_json)
 
@@ -267,7 +234,7 @@ def update_webhook(
     as_json: JsonOption = False,
 ) -> None:
     """Change the given fields of a webhook; the others keep their values."""
-    with _cli_errors():
+    with cli_errors():
         desired = build_desired(
             name=name,
             endpoint=endpoint,
@@ -279,7 +246,7 @@ def update_webhook(
         )
         if not desired.given():
             raise WebhookSpecError("nothing to update: give at least one field to change")
-        with _open_client(region, base_url, allow_http, timeout) as api:
+        with open_client(region, base_url, allow_http, timeout) as api:
             _converge(api, api.reporting_webhooks.get(webhook_id), desired, dry_run, as_json)
 
 
@@ -293,7 +260,7 @@ def delete_webhook(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a reporting webhook: Customer.io stops sending to its endpoint."""
-    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
+    with cli_errors(), open_client(region, base_url, allow_http, timeout) as api:
         api.reporting_webhooks.delete(webhook_id)
     if as_json:
         _print_json({"action": "deleted", "id": webhook_id})
@@ -348,7 +315,7 @@ def ensure_webhook(
     The webhook is found by --name, else by --endpoint. Fields not given (on the command line
     or in --file) keep their current values. Running it again changes nothing.
     """
-    with _cli_errors():
+    with cli_errors():
         desired = build_desired(
             file=file,
             name=name,
@@ -363,7 +330,7 @@ def ensure_webhook(
         if missing:
             listed = ", ".join(f"--{f}" for f in missing)
             raise WebhookSpecError(f"ensure needs {listed} (as flags or in --file)")
-        with _open_client(region, base_url, allow_http, timeout) as api:
+        with open_client(region, base_url, allow_http, timeout) as api:
             current = find_existing(api.reporting_webhooks.list(), desired)
             _converge(api, current, desired, dry_run, as_json)
 
@@ -380,7 +347,7 @@ def _set_disabled(
     timeout: float,
     as_json: bool,
 ) -> None:
-    with _cli_errors(), _open_client(region, base_url, allow_http, timeout) as api:
+    with cli_errors(), open_client(region, base_url, allow_http, timeout) as api:
         current = api.reporting_webhooks.get(webhook_id)
         _converge(api, current, Desired(disabled=disabled), False, as_json)
 
@@ -406,43 +373,6 @@ def _converge(
     else:
         action = "unchanged"
     _report(action, result, changes, dry_run=dry_run, as_json=as_json)
-
-
-def _open_client(
-    region: Region, base_url: str | None, allow_http: bool, timeout: float
-) -> AppApiClient:
-    return AppApiClient.from_env(
-        os.environ, region=region.value, base_url=base_url, allow_http=allow_http, timeout_s=timeout
-    )
-
-
-@contextmanager
-def _cli_errors() -> Iterator[None]:
-    """Turn ciolake errors into one line on stderr and an exit status."""
-    try:
-        yield
-    except AuthenticationError as exc:
-        _fail(f"{exc} (check {API_KEY_ENV} and --region)", _EXIT_API)
-    except ApiTimeoutError as exc:
-        hint = "check --base-url or --region and the network; --timeout waits longer"
-        _fail(f"{exc} ({hint})", _EXIT_API)
-    except ApiConnectionError as exc:
-        _fail(f"{exc} (check --base-url or --region and the network)", _EXIT_API)
-    except UnexpectedResponseError as exc:
-        _fail(f"{exc} (check that --base-url, if given, is the App API)", _EXIT_API)
-    except AppApiError as exc:
-        _fail(str(exc), _EXIT_API)
-    except TerminalError as exc:
-        _fail(str(exc), _EXIT_INPUT)
-    except CiolakeError as exc:
-        _fail(str(exc), _EXIT_API)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    # One line, whatever the message carries (a multi-line TOML or decoding error).
-    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(code)
 
 
 # Output ------------------------------------------------------------------------------------------

@@ -308,7 +308,14 @@ class AppApiClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _request(self, method: str, path: str, *, body: object = None) -> bytes:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> bytes:
         """Send one API call, retrying what may pass later; return the body of the 2xx answer.
 
         POST is retried only when the API cannot have acted on it (429, no connection), so that
@@ -320,7 +327,7 @@ class AppApiClient:
         while True:
             self._limiter.wait()
             try:
-                response = self._send(method, path, content)
+                response = self._send(method, path, content, params)
             except httpx.TransportError as exc:
                 failure: AppApiError = self._connection_error(method, path, exc)
                 delay: float | None = None
@@ -340,11 +347,19 @@ class AppApiClient:
             self._sleep(delay)
             attempt += 1
 
-    def _send(self, method: str, path: str, content: bytes | None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        params: Mapping[str, str | int] | None,
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._key.reveal()}"}
         if content is not None:
             headers["Content-Type"] = "application/json"
-        return self._http.request(method, path, content=content, headers=headers)
+        return self._http.request(
+            method, path, content=content, headers=headers, params=dict(params or {})
+        )
 
     def _connection_error(self, method: str, path: str, exc: httpx.TransportError) -> AppApiError:
         # The exception text names the failure (refused, timed out), never the headers.
@@ -426,17 +441,28 @@ class ReportingWebhooks:
         self._client._request("DELETE", _item_path(webhook_id))
 
     def _decode(self, raw: bytes, kind: type[_T], method: str, path: str) -> _T:
-        try:
-            return msgspec.json.decode(raw, type=kind)
-        except msgspec.DecodeError as exc:
-            where = _display_url(self._client.base_url)
-            raise UnexpectedResponseError(
-                f"the App API at {where} answered something unexpected ({exc})",
-                method=method,
-                path=path,
-                status=None,
-                details=(),
-            ) from None
+        return decode_answer(self._client, raw, kind, method=method, path=path)
+
+
+def decode_answer(
+    client: AppApiClient, raw: bytes, kind: type[_T], *, method: str, path: str
+) -> _T:
+    """An answer's body as ``kind``.
+
+    Raises:
+        UnexpectedResponseError: the body is not what the App API answers.
+    """
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.DecodeError as exc:
+        where = _display_url(client.base_url)
+        raise UnexpectedResponseError(
+            f"the App API at {where} answered something unexpected ({exc})",
+            method=method,
+            path=path,
+            status=None,
+            details=(),
+        ) from None
 
 
 def resolve_base_url(region: str, base_url: str | None, *, allow_http: bool = False) -> str:
