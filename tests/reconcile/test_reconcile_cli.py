@@ -120,8 +120,9 @@ def test_deliveries_lists_each_lost_event_by_delivery_and_nothing_else(
 def reconcile_finding(run_ciolake: RunCiolake, settings: Settings) -> dict[str, Any]:
     checked = run_ciolake("check", "--no-metrics", "--json", "--data-dir", settings.data_dir)
     findings = json.loads(checked.stdout)["findings"]
-    (finding,) = [f for f in findings if f["check"] == "reconcile"]
-    return finding
+    matching: list[dict[str, Any]] = [f for f in findings if f["check"] == "reconcile"]
+    assert len(matching) == 1, findings
+    return matching[0]
 
 
 def test_a_tolerance_wide_enough_passes_and_the_summary_says_so(
