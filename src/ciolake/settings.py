@@ -67,6 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / "state"
 
     @property
+    def backfill_checkpoint_path(self) -> Path:
+        """The days an interrupted ``ciolake backfill`` has done."""
+        return self.state_dir / "backfill.json"
+
+    @property
     def reconcile_summary_path(self) -> Path:
         """The last ``ciolake reconcile``'s summary (Prometheus text format)."""
         return self.state_dir / "reconcile.prom"

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from ciolake.derive import python
 from ciolake.derive.spark import derive_frames
-from ciolake.derive.spark_job import main, run_derive
+from ciolake.derive.spark_job import ensure_targets, main, run_derive
 from ciolake.lake.tables import ALL_SPECS, CHANNEL_TABLES, QUARANTINE, RAW_SPEC
 from ciolake.lake.writer import DeltaWriter
 from tests.quirks import (
@@ -130,3 +131,21 @@ def test_a_missing_raw_events_is_one_line_and_exit_1(
     assert "\n" not in error
     assert str(missing) in error
     assert not (tmp_path / "tables").exists()
+
+
+def test_the_job_adds_the_columns_a_table_from_an_older_ciolake_lacks(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    receive(settings, [(body, False) for body in make_bodies(40, seed=5)])
+    tables = settings.data_dir / "tables"
+    email = str(tables / "email_events")
+    rows = DeltaTable(email).to_pyarrow_table().drop_columns(["source"])
+    write_deltalake(
+        email, rows, mode="overwrite", schema_mode="overwrite", partition_by=["event_date"]
+    )
+    ensure_targets(spark, str(tables))
+    assert DeltaTable(email).schema().to_arrow().names[-1] == "source"
+    read = spark.read.format("delta").load(email).select("event_id", "source").collect()
+    assert len(read) == rows.num_rows
+    assert {row["source"] for row in read} == {None}

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ciolake.events.samples import sample_event, schema_by_name
-from tests.support import body_of
+from ciolake.settings import Settings
+from tests.support import body_of, receive
 
 EASTERN = ZoneInfo("America/New_York")
 CAMPAIGN = 12
@@ -158,3 +160,24 @@ def _lose(history: History) -> None:
 
     history.lost = [e for e in history.kept if lost(e)]
     history.kept = [e for e in history.kept if not lost(e)]
+
+
+def land(settings: Settings, history: History) -> None:
+    """The events the webhook delivered, through the embedded receiver, received now."""
+    now = time.time()
+    receive(settings, [(event.body, False) for event in history.kept], at=now, signed_at=int(now))
+
+
+def expected_differences(history: History) -> dict[tuple[str, str, str], int]:
+    """(message, metric, day) -> ciolake minus Customer.io, from the lost events alone."""
+    created = {d["id"]: d for d in history.deliveries}
+    differences: dict[tuple[str, str, str], int] = {}
+    for delivery_id, metric in history.lost_pairs():
+        delivery = created[delivery_id]
+        message = (
+            f"campaign {CAMPAIGN}" if delivery.get("campaign_id") else f"broadcast {BROADCAST}"
+        )
+        day = dt.datetime.fromtimestamp(delivery["created"], EASTERN).date().isoformat()
+        key = (message, metric, day)
+        differences[key] = differences.get(key, 0) - 1
+    return differences

@@ -3,74 +3,18 @@ exactly those, by count and by delivery, and says so in its exit status and its 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ciolake.checks.rules import parse_metrics
 from ciolake.settings import Settings
-from tests.customerio.conftest import MakeFake
 from tests.customerio.fake_app_api import TEST_API_KEY, FakeAppApi
 from tests.mistakes.conftest import CliResult, RunCiolake, assert_one_line_error
 from tests.reconcile import scenario
-from tests.support import receive
-
-API_ENV = {"CIOLAKE_CIO_APP_API_KEY": TEST_API_KEY}
-
-
-def land(settings: Settings, history: scenario.History) -> None:
-    now = time.time()
-    receive(settings, [(event.body, False) for event in history.kept], at=now, signed_at=int(now))
-
-
-def expected_differences(history: scenario.History) -> dict[tuple[str, str, str], int]:
-    """(message, metric, day) -> ciolake minus Customer.io, from the lost events alone."""
-    created = {d["id"]: d for d in history.deliveries}
-    differences: dict[tuple[str, str, str], int] = {}
-    for delivery_id, metric in history.lost_pairs():
-        delivery = created[delivery_id]
-        message = (
-            f"campaign {scenario.CAMPAIGN}"
-            if delivery.get("campaign_id")
-            else f"broadcast {scenario.BROADCAST}"
-        )
-        day = dt.datetime.fromtimestamp(delivery["created"], scenario.EASTERN).date().isoformat()
-        key = (message, metric, day)
-        differences[key] = differences.get(key, 0) - 1
-    return differences
-
-
-@pytest.fixture
-def history() -> scenario.History:
-    return scenario.build(dt.datetime.now(scenario.EASTERN).date())
-
-
-@pytest.fixture
-def fake(make_fake_app_api: MakeFake, history: scenario.History) -> FakeAppApi:
-    api = make_fake_app_api()
-    api.reporting.deliveries.extend(history.deliveries)
-    return api
-
-
-Reconcile = Callable[..., CliResult]
-
-
-@pytest.fixture
-def reconcile(
-    run_ciolake: RunCiolake, fake: FakeAppApi, history: scenario.History, tmp_path: Path
-) -> Reconcile:
-    def run(*args: str) -> CliResult:
-        window = ["--since", str(history.days[0]), "--until", str(history.days[-1])]
-        api = ["--base-url", fake.base_url, "--allow-http"]
-        data = ["--data-dir", str(tmp_path / "data")]
-        return run_ciolake("reconcile", *window, *api, *data, *args, env=API_ENV, timeout=120)
-
-    return run
+from tests.reconcile.conftest import Command
+from tests.reconcile.scenario import expected_differences, land
 
 
 def as_differences(report: dict[str, Any]) -> dict[tuple[str, str, str], int]:
@@ -83,7 +27,7 @@ def as_differences(report: dict[str, Any]) -> dict[tuple[str, str, str], int]:
 
 
 def test_reconcile_finds_exactly_the_lost_deliveries_of_every_message(
-    reconcile: Reconcile,
+    reconcile: Command,
     history: scenario.History,
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -105,7 +49,7 @@ def test_reconcile_finds_exactly_the_lost_deliveries_of_every_message(
 
 
 def test_deliveries_lists_each_lost_event_by_delivery_and_nothing_else(
-    reconcile: Reconcile, history: scenario.History, make_settings: Callable[..., Settings]
+    reconcile: Command, history: scenario.History, make_settings: Callable[..., Settings]
 ) -> None:
     land(make_settings(), history)
     result = reconcile("--campaign", str(scenario.CAMPAIGN), "--deliveries", "--format", "json")
@@ -127,7 +71,7 @@ def reconcile_finding(run_ciolake: RunCiolake, settings: Settings) -> dict[str, 
 
 def test_a_tolerance_wide_enough_passes_and_the_summary_says_so(
     run_ciolake: RunCiolake,
-    reconcile: Reconcile,
+    reconcile: Command,
     history: scenario.History,
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -150,7 +94,7 @@ def test_a_tolerance_wide_enough_passes_and_the_summary_says_so(
 
 
 def test_csv_has_one_row_per_count(
-    reconcile: Reconcile, history: scenario.History, make_settings: Callable[..., Settings]
+    reconcile: Command, history: scenario.History, make_settings: Callable[..., Settings]
 ) -> None:
     land(make_settings(), history)
     as_json = json.loads(reconcile("--format", "json").stdout)["counts"]
@@ -160,7 +104,7 @@ def test_csv_has_one_row_per_count(
 
 
 def test_an_action_without_one_campaign_is_refused_before_any_request(
-    reconcile: Reconcile, fake: FakeAppApi
+    reconcile: Command, fake: FakeAppApi
 ) -> None:
     result = reconcile("--action", "3")
     assert result.code == 2
@@ -168,7 +112,7 @@ def test_an_action_without_one_campaign_is_refused_before_any_request(
     assert fake.requests == []
 
 
-def test_an_unknown_time_zone_is_refused(reconcile: Reconcile, fake: FakeAppApi) -> None:
+def test_an_unknown_time_zone_is_refused(reconcile: Command, fake: FakeAppApi) -> None:
     result = reconcile("--tz", "Mars/Olympus", "--campaign", "1")
     assert result.code == 2
     assert "Mars/Olympus" in result.stderr

@@ -258,6 +258,7 @@ def customerio_events_sql() -> str:
         "failure_message",
         "href",
         "content",
+        "source",
     )
     parts = []
     for table, spec in CHANNEL_SPECS.items():

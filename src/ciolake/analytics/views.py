@@ -55,6 +55,7 @@ def all_views() -> tuple[View, ...]:
             " customer_key.",
         ),
         _from_file("customerio_webhook_summary"),
+        _from_file("event_sources"),
         _from_file("email_engagement_metrics"),
         _from_file("push_device_outcomes"),
         *(

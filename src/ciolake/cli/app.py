@@ -6,6 +6,7 @@ import typer
 
 from ciolake import __version__
 from ciolake.cli import (
+    backfill,
     check,
     compact,
     dashboard,
@@ -46,6 +47,7 @@ app.command("simulate")(simulate.simulate)
 app.command("report")(report.report)
 app.command("dashboard")(dashboard.dashboard)
 app.command("reconcile")(reconcile.reconcile)
+app.command("backfill")(backfill.backfill)
 
 
 def _version(value: bool) -> None:

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -54,31 +55,42 @@ class Format(StrEnum):
 
 
 IdsOption = list[int] | None
+SinceOption = Annotated[
+    dt.datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%d"],
+        metavar="YYYY-MM-DD",
+        help=f"First creation day, YYYY-MM-DD [default: {DEFAULT_DAYS} days before --until].",
+    ),
+]
+UntilOption = Annotated[
+    dt.datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%d"],
+        metavar="YYYY-MM-DD",
+        help="Last creation day, YYYY-MM-DD [default: yesterday: today's counts still move].",
+    ),
+]
+ActionOption = Annotated[
+    int | None, typer.Option(metavar="ID", help="Only this action of the one --campaign.")
+]
+ZoneOption = Annotated[
+    str,
+    typer.Option(
+        "--tz",
+        metavar="ZONE",
+        help="Time zone of campaigns' days (the others are counted in Eastern time).",
+    ),
+]
 
 
 def reconcile(
-    since: Annotated[
-        dt.datetime | None,
-        typer.Option(
-            formats=["%Y-%m-%d"],
-            metavar="YYYY-MM-DD",
-            help=f"First creation day, YYYY-MM-DD [default: {DEFAULT_DAYS} days before --until].",
-        ),
-    ] = None,
-    until: Annotated[
-        dt.datetime | None,
-        typer.Option(
-            formats=["%Y-%m-%d"],
-            metavar="YYYY-MM-DD",
-            help="Last creation day, YYYY-MM-DD [default: yesterday: today's counts still move].",
-        ),
-    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     campaign: Annotated[
         IdsOption, typer.Option(metavar="ID", help="A campaign id (repeatable).")
     ] = None,
-    action: Annotated[
-        int | None, typer.Option(metavar="ID", help="Only this action of the one --campaign.")
-    ] = None,
+    action: ActionOption = None,
     broadcast: Annotated[
         IdsOption, typer.Option(metavar="ID", help="A broadcast id (repeatable).")
     ] = None,
@@ -88,14 +100,7 @@ def reconcile(
     transactional: Annotated[
         IdsOption, typer.Option(metavar="ID", help="A transactional message id (repeatable).")
     ] = None,
-    tz: Annotated[
-        str,
-        typer.Option(
-            "--tz",
-            metavar="ZONE",
-            help="Time zone of campaigns' days (the others are counted in Eastern time).",
-        ),
-    ] = EASTERN.key,
+    tz: ZoneOption = EASTERN.key,
     tolerance: Annotated[
         int, typer.Option(min=0, metavar="N", help="Deliveries a count may differ by (absolute).")
     ] = 0,
@@ -120,10 +125,9 @@ def reconcile(
     tables_uri: TablesUriOption = None,
 ) -> None:
     """Compare Customer.io's delivery counts per message, metric and day with the tables'."""
-    zone = _zone(tz)
-    messages = _messages(campaign, action, broadcast, newsletter, transactional)
-    first, last = _window(since, until, zone)
-    window = Window(first, last, zone.key)
+    scope = chosen_scope(tz, since, until, campaign, action, broadcast, newsletter, transactional)
+    messages = scope.messages
+    window = Window(scope.first, scope.last, scope.zone.key)
     limits = Tolerance(absolute=tolerance, percent=tolerance_pct)
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
     console = Console(stderr=True)
@@ -146,7 +150,43 @@ def reconcile(
         raise typer.Exit(EXIT_API)
 
 
-def _zone(name: str) -> ZoneInfo:
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What the options of ``reconcile`` and ``backfill`` choose: messages, days, zone."""
+
+    messages: list[MessageRef]
+    first: dt.date
+    last: dt.date
+    zone: ZoneInfo
+
+
+def chosen_scope(
+    tz: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    campaign: IdsOption,
+    action: int | None,
+    broadcast: IdsOption,
+    newsletter: IdsOption,
+    transactional: IdsOption,
+) -> Scope:
+    """The scope the options name.
+
+    Raises:
+        typer.BadParameter: an option is wrong (see the ``chosen_*`` functions).
+    """
+    zone = chosen_zone(tz)
+    messages = chosen_messages(campaign, action, broadcast, newsletter, transactional)
+    first, last = chosen_window(since, until, zone)
+    return Scope(messages, first, last, zone)
+
+
+def chosen_zone(name: str) -> ZoneInfo:
+    """``--tz`` as a zone.
+
+    Raises:
+        typer.BadParameter: no such zone.
+    """
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -156,13 +196,18 @@ def _zone(name: str) -> ZoneInfo:
         ) from None
 
 
-def _messages(
+def chosen_messages(
     campaign: IdsOption,
     action: int | None,
     broadcast: IdsOption,
     newsletter: IdsOption,
     transactional: IdsOption,
 ) -> list[MessageRef]:
+    """The messages the options name.
+
+    Raises:
+        typer.BadParameter: an id is not positive, or --action is not with one --campaign.
+    """
     campaigns = campaign or []
     if action is not None and len(campaigns) != 1:
         raise typer.BadParameter("--action needs exactly one --campaign", param_hint="'--action'")
@@ -176,9 +221,14 @@ def _messages(
     return found
 
 
-def _window(
+def chosen_window(
     since: dt.datetime | None, until: dt.datetime | None, zone: ZoneInfo
 ) -> tuple[dt.date, dt.date]:
+    """``--since`` and ``--until`` with their defaults.
+
+    Raises:
+        typer.BadParameter: --until before --since.
+    """
     first, last = check_date_range(since, until)
     if last is None:
         last = dt.datetime.now(zone).date() - dt.timedelta(days=1)

@@ -170,7 +170,8 @@ def summary(lake: Reader, filters: Filters) -> list[Row]:
     where, params = _table_filter(filters)
     (events,) = lake.rows(
         "SELECT count(*) AS events, quantile_cont(epoch(received_at) - epoch(event_time), 0.5)"
-        " AS lag_p50_s FROM customerio_events WHERE event_date BETWEEN ? AND ?" + where,
+        " AS lag_p50_s, sum(CASE WHEN source = 'backfill' THEN 1 ELSE 0 END) AS backfilled"
+        " FROM customerio_events WHERE event_date BETWEEN ? AND ?" + where,
         _range(filters) + params,
     )
     channel = _channel(filters)
@@ -181,7 +182,7 @@ def summary(lake: Reader, filters: Filters) -> list[Row]:
         _range(filters),
     )
     return [
-        _tile("Events", events["events"], "number", "one per event_id"),
+        _tile("Events", events["events"], "number", _events_note(events["backfilled"])),
         _tile("Messages", rates["messages"], "number", f"{channel.name} deliveries, by send day"),
         _tile("Delivery rate", rates["delivery_rate"], "percent", f"{channel.name}: delivered"),
         _tile("Open rate", rates["open_rate"], "percent", _rate_note(channel, "open")),
@@ -194,6 +195,12 @@ def summary(lake: Reader, filters: Filters) -> list[Row]:
         ),
         _tile("Median lag", events["lag_p50_s"], "seconds", "event time to receipt"),
     ]
+
+
+def _events_note(backfilled: Any) -> str:
+    if not backfilled:
+        return "one per event_id"
+    return f"one per event_id; {int(backfilled):,} backfilled from Customer.io's records"
 
 
 def _tile(title: str, value: Any, format_: str, note: str) -> Row:

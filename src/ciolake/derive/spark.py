@@ -6,6 +6,7 @@ Spark is not imported here: the caller's session runs the SQL, so this module se
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -75,6 +76,16 @@ def delta_path(location: str) -> str:
 def table_ddl(spec: TableSpec, location: str) -> str:
     """``CREATE TABLE IF NOT EXISTS`` of a ciolake table at ``location`` (a Delta path)."""
     return f"CREATE TABLE IF NOT EXISTS {delta_path(location)} {_definition(spec)}"
+
+
+def add_columns_ddl(spec: TableSpec, location: str, present: Collection[str]) -> str | None:
+    """``ALTER TABLE ... ADD COLUMNS`` of the columns of ``spec`` a table at ``location``
+    lacks (added to ciolake's schema after the table was created), or None."""
+    missing = [f for f in spec.schema if f.name not in present]
+    if not missing:
+        return None
+    columns = ", ".join(f"`{f.name}` {spark_type(f.type)}" for f in missing)
+    return f"ALTER TABLE {delta_path(location)} ADD COLUMNS ({columns})"
 
 
 def external_table_ddl(spec: TableSpec, *, name: str, location: str) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ciolake.analytics.views import spark_statements, view_names
-from ciolake.derive.spark import delta_path, derive_frames, table_ddl
+from ciolake.derive.spark import add_columns_ddl, delta_path, derive_frames, table_ddl
 from ciolake.derive.sql import OUTPUTS
 from ciolake.lake.tables import ALL_SPECS, QUARANTINE, RAW_EVENTS
 
@@ -62,9 +62,15 @@ def table_path(tables_uri: str, name: str) -> str:
 
 
 def ensure_targets(spark: Any, tables_uri: str) -> None:
-    """Create every channel table and the quarantine under ``tables_uri`` that is missing."""
+    """Create every channel table and the quarantine under ``tables_uri`` that is missing, and
+    add to those that exist the columns a later ciolake added (``INSERT *`` needs them)."""
     statements = [table_ddl(ALL_SPECS[name], table_path(tables_uri, name)) for name in OUTPUTS]
     _at_once(spark.sql, statements)
+    for name in OUTPUTS:
+        path = table_path(tables_uri, name)
+        present = spark.read.format("delta").load(path).columns
+        if (alter := add_columns_ddl(ALL_SPECS[name], path, present)) is not None:
+            spark.sql(alter)
 
 
 def _at_once(work: Any, items: Sequence[Any]) -> None:

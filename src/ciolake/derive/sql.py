@@ -464,6 +464,8 @@ def _channel_expression(d: Dialect, column: str) -> str:
         "event_time": d.event_time("ts"),
         "event_date": d.event_date("ts"),
         "payload": "body",
+        # The derivation types webhook deliveries: their rows have no source.
+        "source": "CAST(NULL AS STRING)",
     }
     if column in envelope:
         return envelope[column]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from deltalake import (
     CommitProperties,
     DeltaTable,
+    Field,
     PostCommitHookProperties,
     Transaction,
     WriterProperties,
@@ -28,6 +29,7 @@ __all__ = [
     "DeltaError",
     "DeltaStorageHandler",
     "DeltaTable",
+    "Field",
     "PostCommitHookProperties",
     "RemoveAction",
     "TableNotFoundError",

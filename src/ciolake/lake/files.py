@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,3 +200,19 @@ def _partition_directory(value: object) -> str:
     text = _partition_text(value)
     # Hive's name for a null partition value, which Delta readers follow.
     return "__HIVE_DEFAULT_PARTITION__" if text is None else text
+
+
+def columns_held(schema: pa.Schema, names: Sequence[str]) -> list[str]:
+    """``names`` that a file of ``schema`` holds: one written before a column was added to its
+    table lacks that column."""
+    present = set(schema.names)
+    return [name for name in names if name in present]
+
+
+def conformed(rows: pa.Table, target: pa.Schema) -> pa.Table:
+    """``rows`` with ``target``'s columns, in its order and types; a column they lack (added
+    to the table after their file was written) is null, as Delta readers read it."""
+    for field in target:
+        if field.name not in rows.column_names:
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+    return rows.select(target.names).cast(target)

@@ -56,6 +56,7 @@ _ENVELOPE_COLUMNS = frozenset(
         "payload",
         "journal_stream",
         "journal_lsn",
+        "source",
         *_IDENTIFIER_COLUMNS,
     }
 )
@@ -166,6 +167,7 @@ def channel_table_of(
         "payload": payload.cast(pa.string()),
         "journal_stream": journal_stream.cast(pa.int64()),
         "journal_lsn": journal_lsn.cast(pa.int64()),
+        "source": pa.nulls(len(events), pa.string()),
     }
     identifiers = data.field("identifiers")
     for name, key in _IDENTIFIER_COLUMNS.items():

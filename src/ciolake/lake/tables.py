@@ -143,8 +143,12 @@ CHANNEL_EXTRA_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     "whatsapp_events": [("to", pa.string()), ("inbound_event_id", pa.string())],
 }
 
+SOURCE_COLUMN: tuple[str, pa.DataType] = ("source", pa.string())
+"""Where a row comes from: null for the webhook, ``backfill`` for ``ciolake backfill``. Last,
+as it was added to existing tables (``writer.ensure_tables`` adds a missing column)."""
+
 CHANNEL_SPECS: dict[str, TableSpec] = {
-    name: TableSpec(name, pa.schema([*COMMON_EVENT_COLUMNS, *extra]), "event_date")
+    name: TableSpec(name, pa.schema([*COMMON_EVENT_COLUMNS, *extra, SOURCE_COLUMN]), "event_date")
     for name, extra in CHANNEL_EXTRA_COLUMNS.items()
 }
 CHANNEL_TABLES: tuple[str, ...] = tuple(CHANNEL_SPECS)

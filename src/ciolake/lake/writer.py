@@ -16,7 +16,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ciolake.errors import AnotherWriterError, TableWriteError
-from ciolake.lake.delta import DeltaTable, Transaction
+from ciolake.lake.delta import DeltaTable, Field, Transaction
 from ciolake.lake.files import DataFile, write_files
 from ciolake.lake.health import open_tables, store_errors
 from ciolake.lake.location import TablesLocation, parse_location
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # replays the commit files since the last checkpoint, most of a commit's CPU (the figures are
 # in docs/performance.md). Any Delta reader honours the property.
 TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+_DELETE_CHUNK = 500
 
 
 def ensure_tables(
@@ -58,9 +59,31 @@ def ensure_tables(
     """
     found = open_tables(location, names=names)
     return {
-        name: table if table is not None else _create(location, name)
+        name: _add_missing_columns(location, name, table)
+        if table is not None
+        else _create(location, name)
         for name, table in found.items()
     }
+
+
+def _add_missing_columns(location: TablesLocation, name: str, table: DeltaTable) -> DeltaTable:
+    """``table`` with the columns of its spec that a later ciolake added, added (nullable,
+    last, as the spec has them); its rows read them as null.
+
+    Must come before the first commit: delta-rs (1.6) commits files with a column the table
+    lacks without a word, and no reader would ever see that column.
+    """
+    spec = ALL_SPECS[name]
+    present = set(table.schema().to_arrow().names)
+    missing = [field for field in spec.schema if field.name not in present]
+    if missing:
+        with store_errors(location, name):
+            table.alter.add_columns([Field.from_arrow(field) for field in missing])
+        logger.info(
+            "columns added to an existing table",
+            extra={"table": name, "columns": [field.name for field in missing]},
+        )
+    return table
 
 
 def _create(location: TablesLocation, name: str) -> DeltaTable:
@@ -325,6 +348,22 @@ class DeltaWriter:
             logger.warning("could not merge small files", extra={"table": name, "error": str(exc)})
             return None
         return merged
+
+    def delete_events(self, name: str, event_ids: Sequence[str]) -> int:
+        """Delete the rows of table ``name`` with these event ids (delta-rs rewrites the files
+        holding them, in commits of a few hundred ids); return how many rows went."""
+        deleted = 0
+        for start in range(0, len(event_ids), _DELETE_CHUNK):
+            listed = ", ".join(
+                "'" + event_id.replace("'", "''") + "'"
+                for event_id in event_ids[start : start + _DELETE_CHUNK]
+            )
+            with store_errors(self._location, name):
+                found = self._table(name).delete(f"event_id IN ({listed})")
+            deleted += int(found.get("num_deleted_rows", 0))
+        # The files it tracked may be among those rewritten.
+        self._small_files[name].forget()
+        return deleted
 
     def close(self) -> None:
         """Stop the commit threads."""

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from ciolake.lake.files import columns_held, conformed
 from ciolake.lake.table_files import TableFiles
 
 RAW_COLUMNS = [
@@ -220,13 +221,16 @@ def _file_pieces(
     target = pa.schema([schema.field(name) for name in names])
     value = files.partitions[index]
     batches = reader.iter_batches(
-        batch_size=_STORED_BATCH_ROWS, row_groups=row_groups, columns=names
+        batch_size=_STORED_BATCH_ROWS,
+        row_groups=row_groups,
+        columns=columns_held(reader.schema_arrow, names),
     )
     for batch in batches:
         piece = pa.Table.from_batches([batch])
         if piece.schema != target:
-            # delta-rs writes string views and its own list item names.
-            piece = piece.cast(target)
+            # delta-rs writes string views and its own list item names; an older file lacks
+            # the columns added since.
+            piece = conformed(piece, target)
         found = pc.is_in(piece.column("event_id"), value_set=ids)
         piece = piece.filter(found if matching else pc.invert(found))
         if piece.num_rows:
