@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ciolake.analytics.duck import open_lake
 from ciolake.dashboard.app import Filters
 from ciolake.dashboard.queries import LakeReader, summary
 from ciolake.lake.replay.replayer import Replayer, ReplayRange
+from ciolake.runtime.locks import FileLock, commit_lock_path
 from ciolake.settings import Settings
+from tests.customerio.fake_app_api import FakeAppApi
 from tests.reconcile import scenario
-from tests.reconcile.conftest import Command
+from tests.reconcile.conftest import API_ENV, Command
 from tests.reconcile.scenario import land
 from tests.support import channel_rows, receive, table_rows
 
@@ -178,3 +184,37 @@ def test_rates_over_backfilled_and_webhook_rows_are_customerio_s(
     assert rates["human_open_rate"] == share("human_opened", "delivered")
     assert rates["human_click_rate"] == share("human_clicked", "delivered")
     assert rates["delivery_rate"] == share("delivered", "sent")
+
+
+def test_backfill_commits_under_the_commit_lock_a_server_takes(
+    fake: FakeAppApi, history: scenario.History, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    land(settings, history)
+    window = ["--since", str(history.days[0]), "--until", str(history.days[-1])]
+    api = ["--base-url", fake.base_url, "--allow-http"]
+    command = [sys.executable, "-m", "ciolake", "backfill", *window, *api]
+    env = {**os.environ, **API_ENV}
+    with FileLock(commit_lock_path(settings.state_dir)) as held:
+        process = subprocess.Popen(
+            [*command, "--data-dir", str(settings.data_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(5)
+        waiting = process.poll() is None
+        rows_meanwhile = len(backfilled(settings))
+    held.close()
+    _out, err = process.communicate(timeout=120)
+    assert waiting, err
+    assert rows_meanwhile == 0
+    assert process.returncode == 0, err
+    assert len(backfilled(settings)) == len(history.lost)
+
+
+def test_no_tables_is_one_line_and_nothing_is_created(backfill: Command, tmp_path: Path) -> None:
+    result = backfill()
+    assert result.code == 2, result.stderr
+    assert "no data directory" in result.stderr
+    assert not (tmp_path / "data").exists()

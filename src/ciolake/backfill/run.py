@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -68,7 +69,8 @@ Progress = Callable[[dt.date, int, int], None]
 
 
 class Backfill:
-    """Backfills one plan into the tables, through ``writer``, looking rows up in ``lake``."""
+    """Backfills one plan into the tables, through ``writer``, looking rows up in ``lake``,
+    each look-up and its commit under ``lock`` (the data directory's commit lock)."""
 
     def __init__(
         self,
@@ -78,7 +80,9 @@ class Backfill:
         writer: DeltaWriter,
         checkpoint: Path,
         clock: Callable[[], float],
+        lock: AbstractContextManager[object],
     ) -> None:
+        self._lock = lock
         self._lake = lake
         self._messages = messages
         self._writer = writer
@@ -88,7 +92,8 @@ class Backfill:
     def run(self, plan: Plan, *, progress: Progress) -> BackfillResult:
         """Backfill every day of ``plan`` not done by an earlier run of the same plan."""
         result = BackfillResult()
-        result.superseded = self._drop_superseded()
+        with self._lock:
+            result.superseded = self._drop_superseded()
         done_through = self._done_through(plan)
         days = plan.days()
         for done, day in enumerate(days, start=1):
@@ -115,6 +120,12 @@ class Backfill:
                 result.unknown_types += 1
             else:
                 by_table.setdefault(table, []).append(delivery)
+        # The look-up and the commit under the commit lock, as a server's committer applies
+        # its batches: a webhook event cannot land between them (the API walk is outside).
+        with self._lock:
+            self._add(by_table, result)
+
+    def _add(self, by_table: dict[str, list[Delivery]], result: BackfillResult) -> None:
         batches = {}
         for table, chosen in by_table.items():
             held = self._held(table, [d.id for d in chosen])

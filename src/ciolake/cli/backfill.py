@@ -35,6 +35,7 @@ from ciolake.cli.reconcile import (
 from ciolake.customerio.reporting import EASTERN, Messages
 from ciolake.lake.tables import CHANNEL_TABLES
 from ciolake.lake.writer import DeltaWriter
+from ciolake.runtime.locks import FileLock, commit_lock_path
 from ciolake.settings import load_settings
 
 
@@ -61,20 +62,27 @@ def backfill(
     plan = Plan(tuple(scope.messages), scope.first, scope.last, scope.zone.key)
     settings = load_settings(data_dir=data_dir, tables_uri=tables_uri)
     console = Console(stderr=True)
-    with cli_errors(), open_client(region, base_url, allow_http, timeout) as api:
+    with (
+        cli_errors(),
+        open_client(region, base_url, allow_http, timeout) as api,
+        # First: tables that are not there are an error, never created here.
+        open_lake(settings.tables_location) as lake,
+    ):
         writer = DeltaWriter(settings.tables_location, names=CHANNEL_TABLES)
+        lock = FileLock(commit_lock_path(settings.state_dir))
         try:
-            writer.ensure_tables()
-            with open_lake(settings.tables_location) as lake:
-                run = Backfill(
-                    lake=lake,
-                    messages=Messages(api),
-                    writer=writer,
-                    checkpoint=settings.backfill_checkpoint_path,
-                    clock=time.time,
-                )
-                result = _run(run, plan, console)
+            writer.ensure_tables()  # adds the source column to tables from before it
+            run = Backfill(
+                lake=lake,
+                messages=Messages(api),
+                writer=writer,
+                checkpoint=settings.backfill_checkpoint_path,
+                clock=time.time,
+                lock=lock,
+            )
+            result = _run(run, plan, console)
         finally:
+            lock.close()
             writer.close()
     Console().print(_summary(result), soft_wrap=True)
 
