@@ -91,15 +91,16 @@ def daily_counts(
 
 
 def deliveries(
-    lake: Lake, message: MessageRef, *, day: dt.date, ids: frozenset[str], zone: str
+    lake: Lake, message: MessageRef, *, days: frozenset[dt.date], ids: frozenset[str], zone: str
 ) -> dict[str, LakeDelivery]:
-    """``message``'s deliveries dated ``day`` (in ``zone``), and those of ``ids`` whatever
-    their day, by delivery id."""
+    """``message``'s deliveries dated one of ``days`` (in ``zone``), and those of ``ids``
+    whatever their day, by delivery id: one read of the tables for every day walked."""
     sql = (
         f"WITH per_delivery AS (\n{_per_delivery_sql(message)}\n)\n"
-        "SELECT * FROM per_delivery WHERE day = $day OR list_contains($ids, delivery_id)"
+        "SELECT * FROM per_delivery"
+        " WHERE list_contains($days, day) OR list_contains($ids, delivery_id)"
     )
-    result = lake.query(sql, {"zone": zone, "day": day, "ids": sorted(ids)})
+    result = lake.query(sql, {"zone": zone, "days": sorted(days), "ids": sorted(ids)})
     found: dict[str, LakeDelivery] = {}
     for row in result.dicts():
         metrics = set(row["metrics"]) | {name for name in HUMAN_METRICS if row[name]}

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from ciolake.analytics.duck import Lake
 from ciolake.customerio.reporting import (
     EASTERN,
+    Delivery,
     MessageMetrics,
     MessageRef,
     Messages,
@@ -106,10 +107,12 @@ def reconcile(
         progress(f"comparing {message}", done, len(messages))
         result.counts.extend(_compare(sources, message, window, tolerance))
     if walk_deliveries:
-        days = sorted({(row.message, row.day) for row in result.over_tolerance}, key=str)
-        for done, (message, day) in enumerate(days):
-            progress(f"walking {message} on {day}", done, len(days))
-            result.gaps.extend(_walk(sources, message, day, window.zone_of(message)))
+        days: dict[MessageRef, set[dt.date]] = {}
+        for row in result.over_tolerance:
+            days.setdefault(row.message, set()).add(row.day)
+        for done, (message, chosen) in enumerate(days.items()):
+            progress(f"walking {message}'s deliveries", done, len(days))
+            result.gaps.extend(_walk(sources, message, sorted(chosen), window.zone_of(message)))
     return result
 
 
@@ -124,10 +127,18 @@ def _compare(
     return compare_counts(theirs, ours, tolerance=tolerance)
 
 
-def _walk(sources: Sources, message: MessageRef, day: dt.date, zone: str) -> list[DeliveryGap]:
-    start, end = day_bounds(day, ZoneInfo(zone))
-    theirs = list(sources.messages.created_between(message, start=start, end=end))
-    ours = lake_counts.deliveries(
-        sources.lake, message, day=day, ids=frozenset(d.id for d in theirs), zone=zone
-    )
-    return delivery_gaps(message, day, theirs, ours)
+def _walk(
+    sources: Sources, message: MessageRef, days: list[dt.date], zone: str
+) -> list[DeliveryGap]:
+    theirs: dict[dt.date, list[Delivery]] = {}
+    for day in days:
+        start, end = day_bounds(day, ZoneInfo(zone))
+        theirs[day] = list(sources.messages.created_between(message, start=start, end=end))
+    ids = frozenset(d.id for listed in theirs.values() for d in listed)
+    ours = lake_counts.deliveries(sources.lake, message, days=frozenset(days), ids=ids, zone=zone)
+    gaps = []
+    for day, listed in theirs.items():
+        known = {d.id for d in listed}
+        mine = {i: d for i, d in ours.items() if d.day == day or i in known}
+        gaps.extend(delivery_gaps(message, day, listed, mine))
+    return gaps
