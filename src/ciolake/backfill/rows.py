@@ -18,7 +18,6 @@ import pyarrow as pa
 
 from ciolake.analytics.funnels import channel_metrics
 from ciolake.customerio.reporting import Delivery
-from ciolake.events.definition import ORIGINS
 from ciolake.lake.tables import CHANNEL_SPECS
 from ciolake.reconcile.compare import RELIABLE_FROM
 
@@ -68,11 +67,6 @@ def _human(delivery: Delivery, metric: str, at: int) -> bool | None:
     return human in delivery.metrics
 
 
-def _origin(delivery: Delivery) -> str | None:
-    fields = msgspec.structs.asdict(delivery)
-    return next((origin for name, origin in ORIGINS if fields.get(name) is not None), None)
-
-
 def row(delivery: Delivery, metric: str, at: int, *, received_at_us: int) -> dict[str, Any]:
     """The channel row of ``delivery``'s ``metric``, first reached at ``at``."""
     table = table_of(delivery)
@@ -99,7 +93,7 @@ def row(delivery: Delivery, metric: str, at: int, *, received_at_us: int) -> dic
         "content_id": delivery.content_id,
         "recipient": delivery.recipient,
         "failure_message": delivery.failure_message,
-        "origin": _origin(delivery),
+        "origin": message.kind if (message := delivery.message()) is not None else None,
         "spec_violations": [],
         "payload": msgspec.json.encode(delivery).decode(),
         "source": SOURCE,

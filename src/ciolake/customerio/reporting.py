@@ -16,12 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from ciolake.customerio.client import AppApiClient, decode_answer
+from ciolake.events.definition import ORIGINS
 
 MessageKind = Literal["campaign", "broadcast", "newsletter", "transactional"]
 EASTERN: Final = ZoneInfo("America/New_York")
@@ -31,6 +32,12 @@ MAX_DAY_STEPS: Final = 45
 PAGE_LIMIT: Final = 1000
 MAX_WINDOW: Final = dt.timedelta(days=182)
 """``/v1/messages`` answers creation windows of at most six months."""
+
+ORIGIN_FIELDS: Final[dict[MessageKind, str]] = {
+    cast(MessageKind, origin): field for field, origin in ORIGINS
+}
+"""Each kind of message and the id field (and table column) naming it, in the order the
+webhook's origin is decided (``events.definition.ORIGINS``)."""
 
 _STEPS_PATHS: Final[dict[str, str]] = {
     "broadcast": "/v1/broadcasts",
@@ -100,23 +107,14 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 
     def message(self) -> MessageRef | None:
         """The message that sent this delivery (a campaign as a whole, not its action)."""
-        origins: tuple[tuple[MessageKind, int | None], ...] = (
-            ("campaign", self.campaign_id),
-            ("broadcast", self.broadcast_id),
-            ("newsletter", self.newsletter_id),
-            ("transactional", self.transactional_message_id),
-        )
-        return next((MessageRef(kind, id_) for kind, id_ in origins if id_ is not None), None)
+        for kind, field in ORIGIN_FIELDS.items():
+            if (id_ := getattr(self, field)) is not None:
+                return MessageRef(kind, id_)
+        return None
 
     def belongs_to(self, message: MessageRef) -> bool:
         """Whether this delivery was sent by ``message``."""
-        origin = {
-            "campaign": self.campaign_id,
-            "broadcast": self.broadcast_id,
-            "newsletter": self.newsletter_id,
-            "transactional": self.transactional_message_id,
-        }[message.kind]
-        if origin != message.id:
+        if getattr(self, ORIGIN_FIELDS[message.kind]) != message.id:
             return False
         return message.action_id is None or self.action_id == message.action_id
 

@@ -17,18 +17,11 @@ from typing import cast
 
 from ciolake.analytics.duck import Lake
 from ciolake.analytics.funnels import HUMAN_CLICK, HUMAN_OPEN
-from ciolake.customerio.reporting import MessageKind, MessageRef
+from ciolake.customerio.reporting import ORIGIN_FIELDS, MessageKind, MessageRef
 from ciolake.lake.tables import CHANNEL_SPECS
 
 HUMAN_METRICS: dict[str, str] = {"human_opened": HUMAN_OPEN, "human_clicked": HUMAN_CLICK}
 """The derived metrics Customer.io reports, and the condition on ``email_events`` for each."""
-
-_ORIGIN_COLUMN = {
-    "campaign": "campaign_id",
-    "broadcast": "broadcast_id",
-    "newsletter": "newsletter_id",
-    "transactional": "transactional_message_id",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +35,7 @@ class LakeDelivery:
 
 def _events_sql(message: MessageRef) -> str:
     """Every event of ``message``'s deliveries, with the human flags where the table has them."""
-    where = f"delivery_id IS NOT NULL AND {_ORIGIN_COLUMN[message.kind]} = {int(message.id)}"
+    where = f"delivery_id IS NOT NULL AND {ORIGIN_FIELDS[message.kind]} = {int(message.id)}"
     if message.action_id is not None:
         where += f" AND action_id = {int(message.action_id)}"
     parts = []
@@ -73,14 +66,14 @@ def daily_counts(
 ) -> dict[str, dict[dt.date, int]]:
     """Deliveries of ``message`` per metric and creation day (in ``zone``), ``first`` to
     ``last`` inclusive; days with none are absent."""
-    human = " UNION ALL ".join(
-        f"SELECT day, '{name}' AS metric FROM per_delivery WHERE {name}" for name in HUMAN_METRICS
+    human = "".join(
+        f" UNION ALL SELECT day, '{name}' AS metric FROM in_range WHERE {name}"
+        for name in HUMAN_METRICS
     )
     sql = (
         f"WITH per_delivery AS (\n{_per_delivery_sql(message)}\n),\n"
         "in_range AS (SELECT * FROM per_delivery WHERE day BETWEEN $first AND $last),\n"
-        "reached AS (SELECT day, unnest(metrics) AS metric FROM in_range"
-        f" UNION ALL {human.replace('per_delivery', 'in_range')})\n"
+        f"reached AS (SELECT day, unnest(metrics) AS metric FROM in_range{human})\n"
         "SELECT metric, day, count(*) FROM reached GROUP BY metric, day"
     )
     result = lake.query(sql, {"zone": zone, "first": first, "last": last})
@@ -112,7 +105,7 @@ def messages_in(lake: Lake, *, first: dt.date, last: dt.date, zone: str) -> list
     """Every message with an event in the tables dated ``first`` to ``last`` (in ``zone``)."""
     parts = []
     for table in CHANNEL_SPECS:
-        for kind, column in _ORIGIN_COLUMN.items():
+        for kind, column in ORIGIN_FIELDS.items():
             parts.append(
                 f"SELECT DISTINCT '{kind}' AS kind, {column} AS id FROM {table}"
                 f" WHERE {column} IS NOT NULL"

@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 _WORKER_STOP_S = 5.0
 # Not ``-m ciolake.runtime.supervisor``: run as __main__, the module would log as "__main__".
-# A Ctrl-C while the modules load is an interruption like any other, not an import traceback.
 # SIGINT is held pending from the exec until the supervisor handles it (``Supervisor.run``):
 # a Ctrl-C while the modules load stops the server once it can stop cleanly.
 _SUPERVISOR_MAIN = (
