@@ -102,3 +102,37 @@ def test_the_graph_is_read_whole() -> None:
     modules = graph()
     assert "ciolake.runtime.worker" in modules
     assert any("ciolake.receive.intake" in names for names in modules.values())
+
+
+def loaded_by(statement: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``statement``."""
+    code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_the_command_line_loads_a_command_only_when_it_runs() -> None:
+    # Every command (even --version) paid for all the others' imports: half a second each.
+    modules = loaded_by("from ciolake.cli.app import app")
+    heavy = sorted(m for m in modules if m.split(".")[0] in {*HEAVY, "httpx", "uvicorn", "rich"})
+    commands = sorted(m for m in modules if within(m, "ciolake") and m != "ciolake.cli.app")
+    assert (heavy, commands) == ([], ["ciolake", "ciolake.cli"])
+
+
+def test_serve_execs_the_supervisor_from_one_thread_without_the_committer() -> None:
+    # SIGINT held over the exec is blocked in one thread only: a thread a native library
+    # started at import (delta-rs, Arrow) could take a Ctrl-C that the exec then lost.
+    load = "from ciolake.cli.app import load_command; load_command('serve')"
+    modules = loaded_by(load)
+    assert not {m.split(".")[0] for m in modules} & set(HEAVY)
+    assert "ciolake.runtime.launch" in modules
+    if Path("/proc/self/task").is_dir():
+        threads = subprocess.run(
+            [sys.executable, "-c", f"{load}\nimport os\nprint(len(os.listdir('/proc/self/task')))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert threads.stdout.strip() == "1"

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlglot
-import typer
 from databricks.bundles.alerts import Alert
 from databricks.bundles.apps import App
 from databricks.bundles.dashboards import Dashboard
@@ -19,7 +18,7 @@ from databricks.bundles.jobs import Job
 from sqlglot import exp
 
 from ciolake.analytics.views import view_names
-from ciolake.cli.app import app as ciolake_cli
+from ciolake.cli.app import load_command
 from ciolake.derive.spark_job import build_parser
 from ciolake.lake.tables import ALL_SPECS
 from tests.deploy.bundle import (
@@ -189,8 +188,7 @@ def test_the_app_runs_the_dashboard_command_from_the_wheel_it_is_given(bundle: B
 
     command = body["config"]["command"]
     assert command[:2] == ["ciolake", "dashboard"]
-    commands = typer.main.get_command(ciolake_cli).commands  # type: ignore[attr-defined]
-    parsed = commands["dashboard"].make_context("dashboard", list(command[2:]))
+    parsed = load_command("dashboard").make_context("dashboard", list(command[2:]))
     assert parsed.params["databricks_app"] is True
     assert (parsed.params["catalog"], parsed.params["schema"]) == ("main", "ciolake")
     env = {e["name"]: e for e in body["config"]["env"]}

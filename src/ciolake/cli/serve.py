@@ -10,7 +10,7 @@ import msgspec
 import typer
 
 from ciolake.receive.devkey import load_or_create_dev_key
-from ciolake.runtime.supervisor import exec_supervisor
+from ciolake.runtime.launch import exec_supervisor
 from ciolake.settings import Settings, check_admin_exposure, load_settings
 
 

@@ -55,6 +55,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 # What click reads as an unknown short option where an id belongs: ``get -5``.

@@ -37,7 +37,12 @@ def call_on_signals(callback: Callable[[], None], numbers: Iterable[signal.Signa
 
 
 def hold_interrupts() -> None:
-    """Keep SIGINT pending, across an exec too, until ``call_on_signals`` handles it."""
+    """Keep SIGINT pending, across an exec too, until ``call_on_signals`` handles it.
+
+    Only while the process has a single thread: a signal mask is a thread's own, and a
+    Ctrl-C that another thread took (a native library's, started at import) was noted for
+    a Python handler the exec then discarded, and the server never stopped.
+    """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 

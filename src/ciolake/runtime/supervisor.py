@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 import msgspec
 
@@ -29,9 +28,9 @@ from ciolake.runtime.core import Runtime
 from ciolake.runtime.launch import WorkerLaunch, launch_input, worker_command
 from ciolake.runtime.locks import lock_data_dir
 from ciolake.runtime.memory import keep_large_blocks_apart
-from ciolake.runtime.signals import call_on_signals, hold_interrupts
+from ciolake.runtime.signals import call_on_signals
 from ciolake.runtime.sockets import listening_socket
-from ciolake.settings import Settings, decode_settings, encode_settings
+from ciolake.settings import Settings, decode_settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +38,6 @@ _WORKER_STOP_S = 5.0
 # Not ``-m ciolake.runtime.supervisor``: run as __main__, the module would log as "__main__".
 # SIGINT is held pending from the exec until the supervisor handles it (``Supervisor.run``):
 # a Ctrl-C while the modules load stops the server once it can stop cleanly.
-_SUPERVISOR_MAIN = (
-    "import sys\nfrom ciolake.runtime.supervisor import main\nsys.exit(main(sys.argv))"
-)
 
 
 class Supervisor:
@@ -180,23 +176,6 @@ class Supervisor:
             extra={"drained": drained, "seconds": round(time.monotonic() - started, 3)},
         )
         return self._exit_code
-
-
-def exec_supervisor(settings: Settings) -> NoReturn:
-    """Replace this process with a supervisor serving ``settings`` (it keeps the pid).
-
-    The command line has imported every command's modules (HTTP client, analytics, ...); a
-    fresh interpreter loads only what serving needs, about 15 MiB less for the lifetime of
-    the server. The settings travel through a pipe: they hold the signing keys, which must not
-    show in the process list or the environment.
-    """
-    read_end, write_end = os.pipe()
-    with os.fdopen(write_end, "wb") as pipe:
-        pipe.write(encode_settings(settings))  # far below a pipe's buffer, so no reader needed
-    os.set_inheritable(read_end, True)
-    hold_interrupts()
-    command = [sys.executable, "-c", _SUPERVISOR_MAIN, "--settings-fd", str(read_end)]
-    os.execv(sys.executable, command)
 
 
 def main(argv: Sequence[str]) -> int:
