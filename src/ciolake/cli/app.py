@@ -55,11 +55,14 @@ def load_command(name: str) -> Any:
     """The click command ``name`` runs, its module imported now."""
     module_name, _, attribute = COMMANDS[name].partition(":")
     target = getattr(importlib.import_module(module_name), attribute)
-    if not isinstance(target, typer.Typer):
+    if isinstance(target, typer.Typer):
+        # A group even when it has one command (``databricks setup``): get_command would
+        # turn a one-command app into that command.
+        command = typer.main.get_group(target)
+    else:
         single = typer.Typer(**_TYPER_SETTINGS)
         single.command(name)(target)
-        target = single
-    command = typer.main.get_command(target)
+        command = typer.main.get_command(single)
     command.name = name
     return command
 
