@@ -55,6 +55,7 @@ def load_command(name: str) -> Any:
     """The click command ``name`` runs, its module imported now."""
     module_name, _, attribute = COMMANDS[name].partition(":")
     target = getattr(importlib.import_module(module_name), attribute)
+    command: Any
     if isinstance(target, typer.Typer):
         # A group even when it has one command (``databricks setup``): get_command would
         # turn a one-command app into that command.
