@@ -32,12 +32,12 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# Everything but Spark on every core (pytest-xdist), then the Spark tests in one process, so
-# that one JVM serves them all (xdist's loadgroup does not group under pytest 9.2: xdist#1386).
-# The slowest tests are listed, to keep the whole under 15 minutes.
+# Everything but Spark on every core (pytest-xdist), then the Spark tests in two processes,
+# a test file each at a time, each process with one JVM for all its files (a JVM alone keeps
+# about one core busy). The slowest tests are listed, to keep the whole under 15 minutes.
 test: lint test-deps
 	$(BIN)/pytest -n auto -m "not spark" --durations=15
-	$(BIN)/pytest -m spark --durations=10
+	$(BIN)/pytest -m spark -n 2 --dist loadfile --durations=10
 
 # What the tests need besides Python, each installed only when missing: Debian's Chromium
 # (the dashboard's browser test) and promtool (checks deploy/prometheus/alerts.yml).

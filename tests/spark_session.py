@@ -9,6 +9,7 @@ reused afterwards. pyspark is imported only when a session starts, so importing 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -103,9 +104,13 @@ def start_spark(work_dir: Path) -> SparkSession:
         .config("spark.sql.warehouse.dir", str(work_dir / "warehouse"))
     )
     try:
-        spark = configure_spark_with_delta_pip(
-            builder, extra_packages=list(S3A_PACKAGES)
-        ).getOrCreate()
+        # One session per test process, and `make test` runs two: the first to start fetches
+        # the jars, the other waits for it (Ivy does not lock its cache for writers).
+        with open(ivy / ".ciolake-start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            spark = configure_spark_with_delta_pip(
+                builder, extra_packages=list(S3A_PACKAGES)
+            ).getOrCreate()
     except Exception as error:
         raise RuntimeError(
             f"could not start Spark with Delta (its jars come from Maven Central into {ivy};"
