@@ -19,6 +19,9 @@ import msgspec
 from ciolake.runtime.signals import hold_interrupts
 from ciolake.settings import Settings, decode_settings, encode_settings
 
+# Not ``-m ciolake.runtime.supervisor``: run as __main__, the module would log as "__main__".
+# SIGINT is held pending from the exec until the supervisor handles it (``Supervisor.run``):
+# a Ctrl-C while the modules load stops the server once it can stop cleanly.
 _SUPERVISOR_MAIN = (
     "import sys\nfrom ciolake.runtime.supervisor import main\nsys.exit(main(sys.argv))"
 )

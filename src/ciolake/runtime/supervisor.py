@@ -35,9 +35,6 @@ from ciolake.settings import Settings, decode_settings
 logger = logging.getLogger(__name__)
 
 _WORKER_STOP_S = 5.0
-# Not ``-m ciolake.runtime.supervisor``: run as __main__, the module would log as "__main__".
-# SIGINT is held pending from the exec until the supervisor handles it (``Supervisor.run``):
-# a Ctrl-C while the modules load stops the server once it can stop cleanly.
 
 
 class Supervisor:
