@@ -233,6 +233,23 @@ from ciolake.lake.replay.processes import replay_in_processes
 from ciolake.settings import Settings
 
 settings = Settings(data_dir=Path(sys.argv[1]))
+if len(sys.argv) > 2:
+    # Ctrl-C (to the whole process group, as a terminal sends it) while the second replay
+    # process starts: the first one is importing or at work.
+    import os
+    import signal
+    from multiprocessing.context import SpawnProcess
+
+    starts = []
+    real_start = SpawnProcess.start
+
+    def start(self):
+        starts.append(self)
+        if len(starts) == 2:
+            os.killpg(0, signal.SIGINT)
+        real_start(self)
+
+    SpawnProcess.start = start
 try:
     replay_in_processes(
         settings, ReplayRange(), processes=2, include_quarantine=False, chunk_bytes=4 * 1024
@@ -290,5 +307,26 @@ def test_ctrl_c_stops_every_replay_process_quietly_and_a_new_replay_completes(
     assert parent.returncode == 130, err.decode()
     assert "Traceback" not in err.decode()  # the replay processes ignore it; the parent stops them
     channel_rows(settings)  # every table reads, and no event is stored twice
+    replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
+    assert channel_rows(settings) == before
+
+
+def test_ctrl_c_while_replay_processes_start_is_not_lost(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    receive_at(settings, sample_bodies(400, seed=48, timestamp=NOW), at=NOW + 5)
+    before = channel_rows(settings)
+    lose_every_channel_row(settings)
+    interrupted = subprocess.run(
+        [sys.executable, "-c", _REPLAY_IN_TWO, str(settings.data_dir), "ctrl-c-at-start"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        start_new_session=True,
+    )
+
+    # Not replayed to the end (exit 0), as when the parent ignored Ctrl-C while starting.
+    assert interrupted.returncode == 130, interrupted.stderr.decode()
+    assert "Traceback" not in interrupted.stderr.decode()
+    channel_rows(settings)
     replay_in_processes(settings, ReplayRange(), processes=2, include_quarantine=False)
     assert channel_rows(settings) == before

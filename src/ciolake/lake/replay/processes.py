@@ -106,7 +106,7 @@ def replay_in_processes(
         for n, part in enumerate(slices)
     ]
     try:
-        with _sigint_ignored():
+        with _sigint_held():
             for worker in workers:
                 worker.start()
         results = _collect(workers, messages, progress)
@@ -123,24 +123,39 @@ def replay_in_processes(
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C while replay processes start: they inherit it, so one interrupted while
-    importing never prints a traceback (the parent stops them)."""
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C while replay processes start, and take it once they have started.
+
+    Ignoring it here lost a Ctrl-C pressed meanwhile (the replay ran to its end); taking it
+    at once can stop a start half-way, leaving a process without its instructions (it printed
+    an ``EOFError`` traceback). So a Ctrl-C is noted, and raised after the starts. The signal
+    is also blocked in this thread, and a replay process inherits that across ``exec``: one
+    pressed while it imports waits until it ignores Ctrl-C (``_replay_part``), and never
+    prints a traceback.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pressed: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, _frame: pressed.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # Unblocking runs the noting handler for a Ctrl-C held in this thread.
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _replay_part(job: _Job, number: int, messages: multiprocessing.Queue[Any]) -> None:
     """A replay process: replay one slice, telling the parent each chunk and the result."""
     # Ctrl-C reaches the whole process group: the parent stops the replay processes itself,
-    # rather than each one dying with a traceback of its own.
+    # rather than each one dying with a traceback of its own. One held since the start
+    # (``_sigint_held``) is dropped by the ignoring.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     use_system_allocator()
     options = {} if job.chunk_bytes is None else {"chunk_bytes": job.chunk_bytes}
     try:
