@@ -36,9 +36,9 @@ COMMANDS: dict[str, str] = {
     "backfill": "ciolake.cli.backfill:backfill",
 }
 
-# What every command shares with the root: help texts name their env variable in brackets,
-# which rich markup would swallow.
-_TYPER_SETTINGS: dict[str, Any] = {"rich_markup_mode": None, "add_completion": False}
+# What every command and group of commands shares with the root: help texts name their env
+# variable in brackets, which rich markup would swallow.
+TYPER_SETTINGS: dict[str, Any] = {"rich_markup_mode": None, "add_completion": False}
 
 
 class _CommandsOnDemand(TyperGroup):
@@ -61,7 +61,7 @@ def load_command(name: str) -> Any:
         # turn a one-command app into that command.
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer(**_TYPER_SETTINGS)
+        single = typer.Typer(**TYPER_SETTINGS)
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
@@ -75,7 +75,7 @@ app = typer.Typer(
     no_args_is_help=True,
     # Failures are told in one line by main(); a traceback only with --debug.
     pretty_exceptions_enable=False,
-    **_TYPER_SETTINGS,
+    **TYPER_SETTINGS,
 )
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ciolake.cli.app import TYPER_SETTINGS
 from ciolake.errors import ConfigurationError, InputError
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="ciolake in Databricks: Unity Catalog tables and views through a SQL warehouse.",
     no_args_is_help=True,
-    rich_markup_mode=None,
+    **TYPER_SETTINGS,
 )
 
 

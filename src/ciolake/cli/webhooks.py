@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand
 
+from ciolake.cli.app import TYPER_SETTINGS
 from ciolake.cli.app_api import (
     DEFAULT_TIMEOUT_S,
     AllowHttpOption,
@@ -54,8 +55,7 @@ app = typer.Typer(
         "Exit status: 0 ok, 1 the API refused or could not be reached, 2 bad input or settings."
     ),
     no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,
+    **TYPER_SETTINGS,
 )
 
 # What click reads as an unknown short option where an id belongs: ``get -5``.
